@@ -1,0 +1,917 @@
+"""PPO teachers for Proximal Policy Distillation (Spigler, TMLR 2025), in all three of the paper's domains.
+
+Plain PPO-clip (Schulman et al. 2017) with the paper's teacher settings (Appendix A.2, Table 3). It saves a
+self-describing checkpoint (`model.pt`) that every distillation script loads with no extra flags. The
+domain follows from the env id:
+
+  * any gymnasium env with a flat Box observation (Hopper-v5, CartPole-v1, ...): MLP actor and critic
+  * `<Game>NoFrameskip-v4` or `ALE/<Game>-v5`: Atari pipeline (ale-py's vector env), CNN actor and critic
+  * `procgen:<game>` (e.g. `procgen:coinrun`): Procgen pipeline (200 easy levels), CNN actor and critic
+
+`--arch smaller|same|larger` picks the network of the paper's Table 4, so this script also trains the
+PPO-only baseline students of Table 7.
+
+    python train_teacher.py --env-id CartPole-v1 --total-timesteps 100000
+"""
+
+import difflib
+import json
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+from torch.distributions import Categorical, Independent, Normal
+from tqdm import tqdm
+
+FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
+
+
+@dataclass
+class Args:
+    # General settings
+    env_id: str = "Hopper-v5"
+    """gymnasium id with a flat Box observation (MLP), `<Game>NoFrameskip-v4` or `ALE/<Game>-v5` (Atari), or `procgen:<game>` (Procgen)"""
+    arch: Literal["smaller", "same", "larger"] = "same"
+    """network size (paper Table 4): `same` is the teacher's; `smaller`/`larger` train PPO-only students"""
+    exp_name: str = "ppo"
+    """name of the experiment, part of the default run name"""
+    seed: int = 1
+    """seed of torch, numpy, random and the environments"""
+    torch_deterministic: bool = True
+    """sets `torch.backends.cudnn.deterministic`"""
+    cuda: bool = True
+    """use CUDA when it is available (`--no-cuda` forces the CPU)"""
+    track: bool = False
+    """also log to Weights & Biases (imported only then)"""
+    wandb_project_name: str = "ppd"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases entity (team)"""
+    output_dir: str = "runs"
+    """folder that holds the run folders"""
+    run_name: Optional[str] = None
+    """run folder name under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`); an existing run folder is never overwritten"""
+    checkpoint_every: int = 100_000
+    """write `checkpoint.pt` (atomically) every this many environment steps; 0 writes it only at the end"""
+    resume: Optional[str] = None
+    """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
+    eval_episodes: Optional[int] = None
+    """episodes of the final evaluation (default 50; 200 for Procgen)"""
+    frame_skip: int = 4
+    """Atari: frames per action, max-pooled over the last two (the paper's text says no skipping, its library's example skips 4)"""
+    procgen_num_levels: int = 200
+    """Procgen: number of training levels (evaluation uses levels outside them)"""
+    procgen_start_level: int = 0
+    """Procgen: first training level"""
+    procgen_distribution_mode: str = "easy"
+    """Procgen: difficulty"""
+    frozen_obs_norm: Optional[str] = None
+    """MLP domain: normalize observations with the statistics stored in this checkpoint and never update them, as distilled students do (a comparable PPO-only baseline)"""
+
+    # Algorithm settings (paper Table 3; None means the paper's value for the domain)
+    total_timesteps: Optional[int] = None
+    """environment steps to train (default 10M for Atari and MLP envs, 30M for Procgen)"""
+    learning_rate: float = 3e-4
+    """Adam learning rate"""
+    anneal_lr: bool = False
+    """decay the learning rate linearly to 0"""
+    num_envs: int = 18
+    """parallel environments"""
+    num_steps: Optional[int] = None
+    """steps per environment per rollout (default 256 for Atari, Swimmer, Hopper; 512 otherwise)"""
+    minibatch_size: int = 512
+    """requested minibatch size: each rollout is split into the whole number of equal minibatches closest to it (18 x 64 = 1152 samples -> 2 x 576)"""
+    update_epochs: int = 4
+    """passes over each rollout"""
+    gamma: float = 0.995
+    """discount factor"""
+    gae_lambda: float = 0.9
+    """lambda of generalized advantage estimation"""
+    clip_coef: float = 0.2
+    """PPO clip coefficient epsilon"""
+    ent_coef: Optional[float] = None
+    """entropy coefficient alpha (default 0.01 for Atari, Procgen, Swimmer, Hopper; 0.0 otherwise)"""
+    vf_coef: float = 0.5
+    """value loss coefficient c_v"""
+    max_grad_norm: float = 0.5
+    """gradient clipping norm"""
+    norm_adv: bool = True
+    """normalize advantages per minibatch"""
+    norm_reward: bool = True
+    """scale rewards by a running estimate of the std of the discounted return"""
+    adam_eps: float = 1e-5
+    """Adam epsilon"""
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr with exit code 2, before anything is written."""
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Domains and environments
+# ----------------------------------------------------------------------------------------------------
+PROCGEN_GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball",
+                 "fruitbot", "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot")
+
+
+def detect_domain(env_id: str) -> str:
+    """'atari', 'procgen' or 'mlp' (any gymnasium env with a flat Box observation)."""
+    if env_id.startswith("procgen:"):
+        return "procgen"
+    if env_id.endswith("NoFrameskip-v4") or env_id.startswith("ALE/"):
+        return "atari"
+    return "mlp"
+
+
+def atari_game(env_id: str) -> str:
+    """PongNoFrameskip-v4 / ALE/Pong-v5 / MsPacmanNoFrameskip-v4 -> ale-py's ROM name 'pong' / 'ms_pacman'."""
+    name = env_id.split("/")[-1].split("-")[0].removesuffix("NoFrameskip")
+    return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise UsageError naming the closest known ids when env_id does not exist."""
+    domain = detect_domain(env_id)
+    if domain == "procgen":
+        game = env_id.split(":", 1)[1]
+        if game not in PROCGEN_GAMES:
+            close = difflib.get_close_matches(game, PROCGEN_GAMES, n=3)
+            raise UsageError(f"unknown Procgen game '{game}'; try one of: "
+                             + ", ".join(f"procgen:{g}" for g in close or PROCGEN_GAMES[:4]))
+    elif domain == "atari":
+        from ale_py.roms import get_all_rom_ids  # imported here: only the Atari domain needs ale-py
+
+        roms = get_all_rom_ids()
+        if atari_game(env_id) not in roms:
+            close = difflib.get_close_matches(atari_game(env_id), roms, n=3)
+            names = ["".join(p.capitalize() for p in r.split("_")) + "NoFrameskip-v4" for r in close]
+            raise UsageError(f"unknown Atari game in '{env_id}'; closest known ids: {', '.join(names) or 'none'}")
+    else:
+        if env_id not in gym.registry:
+            close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.5)
+            raise UsageError(f"gymnasium does not know the env id '{env_id}'; closest known ids: "
+                             f"{', '.join(close) or 'none'} (Atari: <Game>NoFrameskip-v4, Procgen: procgen:<game>)")
+
+
+def make_mlp_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+    """Flat-Box envs in one process (AsyncVectorEnv was never faster on 2 cores). SAME_STEP autoreset: an
+    ended episode's last observation comes in info['final_obs'] so a truncation can be bootstrapped."""
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    if not isinstance(envs.single_observation_space, gym.spaces.Box) or len(envs.single_observation_space.shape) != 1:
+        raise UsageError(f"{env_id} has observation space {envs.single_observation_space}; the MLP scripts need a flat Box")
+    if not isinstance(envs.single_action_space, (gym.spaces.Box, gym.spaces.Discrete)):
+        raise UsageError(f"{env_id} has action space {envs.single_action_space}; only Box and Discrete are supported")
+    return envs
+
+
+def make_envs(args: Args, domain: str, num_envs: int, seed: int, evaluation: bool = False, procgen_levels=None):
+    """Vector env of the domain, all with the same interface: reset(seed) and step(actions) with SAME_STEP
+    autoreset (info['final_obs'] / info['_final_obs']) and full-game statistics in info['episode']."""
+    if domain == "mlp":
+        return make_mlp_envs(args.env_id, num_envs)
+    if domain == "atari":
+        return make_atari_envs(args.env_id, num_envs, seed, args.frame_skip, evaluation)
+    start, count = procgen_levels or (args.procgen_start_level, args.procgen_num_levels)
+    return ProcgenVecEnv(args.env_id.split(":", 1)[1], num_envs, seed, count, start, args.procgen_distribution_mode)
+
+
+class AtariEnvs:
+    """AtariVectorEnv plus the two things it does not give directly: the training episode ending at a
+    life loss while the game goes on, and full-game episode statistics.
+
+    AtariVectorEnv runs in SAME_STEP autoreset mode: when a GAME ends (game over, or 108k-frame truncation)
+    it is reset within the same step, obs[i] is the new game's first frame and the ALE's info["final_obs"][i]
+    holds the last frame of the old game (its other rows are stale, so we build our own final_obs).
+
+    Life loss: we run with life_loss_info=False (so the ALE's terminated flag means exactly "game over")
+    and detect a life loss ourselves as a drop of info["lives"]. This gives bit-for-bit the same
+    terminated signal as life_loss_info=True (checked on Breakout, MsPacman, Seaquest, Pong), and tells
+    us, without guessing, which terminations are real game ends. On a life loss the game is NOT reset:
+    obs[i] continues the same game, and final_obs[i] = obs[i] (it is terminal anyway, never bootstrapped).
+    """
+
+    def __init__(self, game: str, num_envs: int, seed: int, frame_skip: int, repeat_action_probability: float,
+                 eval_mode: bool):
+        from ale_py.vector_env import AtariVectorEnv  # imported here: only the Atari domain needs ale-py
+
+        self.env = AtariVectorEnv(
+            game,
+            num_envs,
+            frameskip=frame_skip,
+            repeat_action_probability=repeat_action_probability,
+            full_action_space=False,
+            max_num_frames_per_episode=108_000,  # counted in emulator frames (checked: 400 -> 100 steps at skip 4)
+            img_height=84,
+            img_width=84,
+            grayscale=True,
+            stack_num=4,
+            maxpool=True,  # max over the last two skipped frames
+            noop_max=30,
+            use_fire_reset=True,  # FIRE after each game reset (games that have FIRE); not after a life loss
+            episodic_life=False,  # True would restart the whole game at every lost life: not what we want
+            life_loss_info=False,  # life loss detected below from info["lives"] (see class docstring)
+            reward_clipping=False,  # raw rewards; the learner normalizes them
+            autoreset_mode="SameStep",
+        )
+        self.seed = seed  # used by the first reset() if it gets no seed
+        self.eval_mode = eval_mode
+        self.num_envs = num_envs
+        self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8)
+        self.single_action_space = self.env.single_action_space  # Discrete(minimal action set)
+        self.lives = np.zeros(num_envs, dtype=np.int32)
+        self.ep_return = np.zeros(num_envs, dtype=np.float64)
+        self.ep_length = np.zeros(num_envs, dtype=np.int64)
+
+    def reset(self, seed: int | None = None):
+        if seed is None:
+            seed, self.seed = self.seed, None
+        obs, info = self.env.reset(seed=seed)  # env i is seeded with seed + i (None: random)
+        self.lives = info["lives"].copy()
+        self.ep_return[:] = 0.0
+        self.ep_length[:] = 0
+        return obs, {"lives": info["lives"]}
+
+    def step(self, actions):
+        obs, reward, game_over, truncated, ale_info = self.env.step(np.asarray(actions).astype(np.int32))
+        reward = reward.astype(np.float32)  # ALE gives int32
+        game_end = game_over | truncated  # these envs were reset by the ALE within this step
+        lives = ale_info["lives"]
+        life_loss = (lives < self.lives) & ~game_end
+        self.lives = lives.copy()
+        terminated = game_over if self.eval_mode else game_over | life_loss
+
+        final_obs = obs.copy()
+        if game_end.any():  # the ALE adds "final_obs" only then
+            final_obs[game_end] = ale_info["final_obs"][game_end]
+
+        # full-game statistics (all lives), raw score, length in agent steps
+        self.ep_return += reward
+        self.ep_length += 1
+        info = {
+            "lives": lives,
+            "final_obs": final_obs,
+            "_final_obs": terminated | truncated,
+            "episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()},
+            "_episode": game_end,
+        }
+        self.ep_return[game_end] = 0.0
+        self.ep_length[game_end] = 0
+        return obs, reward, terminated, truncated, info
+
+    def close(self):
+        self.env.close()
+
+
+def make_atari_envs(env_id: str, num_envs: int, seed: int, frame_skip: int = 4, eval_mode: bool = False):
+    """Atari vector env with the usual DQN/PPO preprocessing (84x84 gray, 4-frame stack, noop-30 reset,
+    max-pool over skipped frames, 108k-frame limit, minimal action set).
+    Training (eval_mode=False): a life loss gives terminated=True while the game goes on.
+    Evaluation (eval_mode=True): terminated only at game over (full games, all lives).
+    Sticky actions: 0.0 for '...NoFrameskip-v4' ids, 0.25 for 'ALE/...-v5' ids.
+    Env i is seeded with seed + i by the first reset() (or by reset(seed=...))."""
+    sticky = 0.25 if env_id.endswith("-v5") else 0.0
+    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode)
+
+
+class ProcgenVecEnv:
+    """Gymnasium-style vector adapter around procgen.ProcgenGym3Env (gym3 act/observe API).
+
+    gym3 semantics: after act(a_t), observe() returns (r_t, o_{t+1}, first); first[i]=True means o_{t+1}
+    is the first frame of a new episode, i.e. env i's previous episode ended at this step (it resets
+    itself; this is already same-step autoreset). Procgen episodes end by termination or by the game's own
+    timeout; both are reported as terminated (truncated is always False). Seeding happens only here,
+    at construction (rand_seed); reset() cannot reset a gym3 env and just returns the current frames.
+    """
+
+    def __init__(self, env_name: str, num_envs: int, seed: int, num_levels: int = 200, start_level: int = 0,
+                 distribution_mode: str = "easy"):
+        from procgen import ProcgenGym3Env  # lazy: importing procgen imports the old `gym` (prints a notice)
+
+        self.env = ProcgenGym3Env(num=num_envs, env_name=env_name, num_levels=num_levels,
+                                  start_level=start_level, distribution_mode=distribution_mode, rand_seed=seed)
+        self.num_envs = num_envs
+        self.single_observation_space = gym.spaces.Box(0, 255, (3, 64, 64), np.uint8)
+        self.single_action_space = gym.spaces.Discrete(self.env.ac_space.eltype.n)  # 15
+        self.ep_return = np.zeros(num_envs, dtype=np.float64)
+        self.ep_length = np.zeros(num_envs, dtype=np.int64)
+
+    @staticmethod
+    def _to_chw(ob):
+        return np.ascontiguousarray(ob["rgb"].transpose(0, 3, 1, 2))  # [N,64,64,3] -> [N,3,64,64] uint8
+
+    def reset(self, seed: int | None = None):
+        _, ob, _ = self.env.observe()  # `seed` is ignored: seeded at construction
+        return self._to_chw(ob), {}
+
+    def step(self, actions):
+        self.env.act(np.asarray(actions))  # cast to int32 inside
+        reward, ob, first = self.env.observe()
+        obs = self._to_chw(ob)
+        self.ep_return += reward
+        self.ep_length += 1
+        no = np.zeros(self.num_envs, dtype=bool)
+        info = {
+            "final_obs": obs,  # not kept by gym3; never needed since truncated is always False
+            "_final_obs": no,
+            "episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()},
+            "_episode": first.copy(),
+        }
+        self.ep_return[first] = 0.0
+        self.ep_length[first] = 0
+        return obs, reward.astype(np.float32), first.copy(), no.copy(), info
+
+    def level_seeds(self) -> np.ndarray:
+        """Current level seed of each env. Call it only when needed (e.g. when some `terminated`):
+        building the per-env info list on every step halves the adapter's speed."""
+        return np.array([d["level_seed"] for d in self.env.get_info()], dtype=np.int64)
+
+    def close(self):
+        self.env.close()
+
+
+class RunningMeanStd:
+    """Running mean and variance (parallel algorithm of Chan et al.), as in SB3's VecNormalize."""
+
+    def __init__(self, shape=()):
+        self.mean, self.var, self.count = np.zeros(shape, np.float64), np.ones(shape, np.float64), 1e-4
+
+    def update(self, x: np.ndarray) -> None:
+        batch_mean, batch_var, batch_count = x.mean(0), x.var(0), x.shape[0]
+        delta, total = batch_mean - self.mean, self.count + batch_count
+        self.mean = self.mean + delta * batch_count / total
+        self.var = (self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total) / total
+        self.count = total
+
+    def normalize(self, x: np.ndarray, clip: float = 10.0) -> np.ndarray:
+        return np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -clip, clip).astype(np.float32)
+
+    def state_dict(self) -> dict:
+        return {"mean": torch.tensor(self.mean), "var": torch.tensor(self.var), "count": float(self.count)}
+
+    def load_state_dict(self, state: dict) -> "RunningMeanStd":
+        self.mean, self.var = state["mean"].numpy().astype(np.float64), state["var"].numpy().astype(np.float64)
+        self.count = state["count"]
+        return self
+
+
+# ----------------------------------------------------------------------------------------------------
+# Networks (paper Table 4): separate actor and critic of the same architecture
+# ----------------------------------------------------------------------------------------------------
+ARCHS = {
+    "mlp": {"smaller": {"hidden": [128, 64]}, "same": {"hidden": [256, 256]}, "larger": {"hidden": [512, 512]}},
+    "atari": {"smaller": {"cnn": "nature", "channels": [32, 32, 32], "fc": 128},
+              "same": {"cnn": "impala", "channels": [16, 32, 32], "fc": 256},
+              "larger": {"cnn": "impala", "channels": [32, 64, 64], "fc": 1024}},
+}
+ARCHS["procgen"] = ARCHS["atari"]
+
+
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def mlp(in_dim: int, hidden: list, out_dim: int, head_std: float) -> nn.Sequential:
+    layers, last = [], in_dim
+    for h in hidden:
+        layers += [layer_init(nn.Linear(last, h)), nn.ReLU()]
+        last = h
+    return nn.Sequential(*layers, layer_init(nn.Linear(last, out_dim), std=head_std))
+
+
+class NatureCNN(nn.Module):
+    """Nature-DQN CNN: conv 8x8 s4 -> conv 4x4 s2 -> conv 3x3 s1 (ReLU) -> flatten -> fc -> ReLU -> head."""
+
+    def __init__(self, in_channels, out_dim, fc=128, channels=(32, 32, 32), in_hw=84, head_std=0.01):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.convs = nn.Sequential(
+            layer_init(nn.Conv2d(in_channels, c1, 8, stride=4)), nn.ReLU(),
+            layer_init(nn.Conv2d(c1, c2, 4, stride=2)), nn.ReLU(),
+            layer_init(nn.Conv2d(c2, c3, 3, stride=1)), nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():  # flattened size for this input size (7x7 at 84, 4x4 at 64)
+            n_flat = self.convs(torch.zeros(1, in_channels, in_hw, in_hw)).shape[1]
+        self.fc = nn.Sequential(layer_init(nn.Linear(n_flat, fc)), nn.ReLU())
+        self.head = layer_init(nn.Linear(fc, out_dim), std=head_std)
+
+    def forward(self, x):
+        return self.head(self.fc(self.convs(x.float() / 255.0)))  # uint8 frames in
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv0 = layer_init(nn.Conv2d(channels, channels, 3, padding=1))
+        self.conv1 = layer_init(nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.conv1(torch.relu(self.conv0(torch.relu(x))))
+
+
+class ImpalaCNN(nn.Module):
+    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3 -> maxpool 3 s2 p1 -> 2 residual blocks;
+    after the stages: flatten -> ReLU -> fc -> ReLU -> head."""
+
+    def __init__(self, in_channels, out_dim, channels=(16, 32, 32), fc=256, in_hw=84, head_std=0.01):
+        super().__init__()
+        layers, c_in = [], in_channels
+        for c in channels:
+            layers += [
+                layer_init(nn.Conv2d(c_in, c, 3, padding=1)),
+                nn.MaxPool2d(3, stride=2, padding=1),
+                ResidualBlock(c),
+                ResidualBlock(c),
+            ]
+            c_in = c
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        with torch.no_grad():  # 84 -> 42 -> 21 -> 11;  64 -> 32 -> 16 -> 8
+            n_flat = self.convs(torch.zeros(1, in_channels, in_hw, in_hw)).shape[1]
+        self.fc = nn.Sequential(nn.ReLU(), layer_init(nn.Linear(n_flat, fc)), nn.ReLU())
+        self.head = layer_init(nn.Linear(fc, out_dim), std=head_std)
+
+    def forward(self, x):
+        return self.head(self.fc(self.convs(x.float() / 255.0)))
+
+
+def make_body(domain: str, config: dict, obs_shape: tuple, out_dim: int, head_std: float) -> nn.Module:
+    if domain == "mlp":
+        return mlp(int(np.prod(obs_shape)), config["hidden"], out_dim, head_std)
+    cnn = NatureCNN if config["cnn"] == "nature" else ImpalaCNN
+    return cnn(obs_shape[0], out_dim, channels=tuple(config["channels"]), fc=config["fc"], in_hw=obs_shape[-1], head_std=head_std)
+
+
+class Actor(nn.Module):
+    """pi(a|s): Categorical over logits, or a diagonal Gaussian with a state-independent log-std (actions are
+    clipped only when sent to the env)."""
+
+    def __init__(self, body: nn.Module, action_space: gym.Space):
+        super().__init__()
+        self.body = body
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        if self.continuous:
+            self.log_std = nn.Parameter(torch.zeros(1, int(np.prod(action_space.shape))))
+
+    def forward(self, obs: torch.Tensor):
+        out = self.body(obs)
+        if self.continuous:
+            return Independent(Normal(out, self.log_std.expand_as(out).exp()), 1)
+        return Categorical(logits=out)
+
+
+class Agent(nn.Module):
+    def __init__(self, domain: str, config: dict, obs_shape: tuple, action_space: gym.Space):
+        super().__init__()
+        n_out = int(np.prod(action_space.shape)) if isinstance(action_space, gym.spaces.Box) else int(action_space.n)
+        self.actor = Actor(make_body(domain, config, obs_shape, n_out, head_std=0.01), action_space)
+        self.critic = make_body(domain, config, obs_shape, 1, head_std=1.0)
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+    def get_action_and_value(self, obs: torch.Tensor, action: Optional[torch.Tensor] = None):
+        dist = self.actor(obs)
+        if action is None:
+            action = dist.sample()
+        return action, dist.log_prob(action), dist.entropy(), self.get_value(obs), dist
+
+
+def greedy_action(dist) -> torch.Tensor:
+    return dist.base_dist.loc if isinstance(dist, Independent) else dist.probs.argmax(-1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints (SPEC section 7): one self-describing file, the same for teachers and students
+# ----------------------------------------------------------------------------------------------------
+def space_dict(space: gym.Space) -> dict:
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "discrete", "n": int(space.n)}
+    return {"type": "box", "shape": list(space.shape), "low": space.low.tolist(), "high": space.high.tolist()}
+
+
+def space_from_dict(d: dict) -> gym.Space:
+    if d["type"] == "discrete":
+        return gym.spaces.Discrete(d["n"])
+    return gym.spaces.Box(np.array(d["low"], np.float32), np.array(d["high"], np.float32), dtype=np.float32)
+
+
+def atomic_save(obj, path: str) -> None:
+    """torch.save to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def model_dict(agent: Agent, domain: str, args: Args, obs_shape, action_space, obs_rms, global_step, evaluation=None) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "env_id": args.env_id,
+        "domain": domain,
+        "arch": args.arch,
+        "arch_config": ARCHS[domain][args.arch],
+        "actor": agent.actor.state_dict(),
+        "critic": agent.critic.state_dict(),
+        "obs_shape": list(obs_shape),
+        "action_space": space_dict(action_space),
+        "obs_rms": obs_rms.state_dict() if obs_rms is not None else None,
+        "env_config": {"frame_skip": args.frame_skip, "procgen_num_levels": args.procgen_num_levels,
+                       "procgen_start_level": args.procgen_start_level,
+                       "procgen_distribution_mode": args.procgen_distribution_mode},
+        "args": asdict(args),
+        "global_step": global_step,
+        "eval": evaluation,
+    }
+
+
+def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, action_space=None) -> dict:
+    """Read a checkpoint and check it against the env; raise UsageError with a one-line reason otherwise."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.pt") if os.path.exists(os.path.join(path, "model.pt")) else os.path.join(path, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise UsageError(f"checkpoint '{path}' does not exist; pass the model.pt written by train_teacher.py")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, ...
+        raise UsageError(f"cannot read checkpoint '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                         "it is truncated or not a checkpoint, train or copy it again")
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); pass a model.pt written by train_teacher.py")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise UsageError(f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read "
+                         f"version {FORMAT_VERSION}; re-save it with the matching version of the scripts")
+    if env_id is not None and ckpt["env_id"] != env_id:
+        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; "
+                         f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}")
+    if obs_shape is not None and tuple(ckpt["obs_shape"]) != tuple(obs_shape):
+        raise UsageError(f"checkpoint '{path}' expects observations of shape {tuple(ckpt['obs_shape'])}, the env gives "
+                         f"{tuple(obs_shape)}; use a checkpoint trained on this env")
+    if action_space is not None and ckpt["action_space"] != space_dict(action_space):
+        raise UsageError(f"checkpoint '{path}' has action space {ckpt['action_space']}, the env has "
+                         f"{space_dict(action_space)}; use a checkpoint trained on this env")
+    return ckpt
+
+
+def agent_from_checkpoint(ckpt: dict) -> Agent:
+    agent = Agent(ckpt["domain"], ckpt["arch_config"], tuple(ckpt["obs_shape"]), space_from_dict(ckpt["action_space"]))
+    agent.actor.load_state_dict(ckpt["actor"])
+    agent.critic.load_state_dict(ckpt["critic"])
+    return agent
+
+
+# ----------------------------------------------------------------------------------------------------
+# PPO pieces
+# ----------------------------------------------------------------------------------------------------
+def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
+    """Generalized advantage estimation over a [T, N] rollout. dones[t] = the episode ended at step t; a
+    truncated step has gamma * V(final observation) already added to its reward, so every end cuts here."""
+    advantages = torch.zeros_like(rewards)
+    last_gae = torch.zeros_like(last_value)
+    for t in reversed(range(rewards.shape[0])):
+        next_value = last_value if t == rewards.shape[0] - 1 else values[t + 1]
+        not_done = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_value * not_done - values[t]
+        last_gae = delta + gamma * gae_lambda * not_done * last_gae
+        advantages[t] = last_gae
+    return advantages, advantages + values
+
+
+def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
+    """(number of minibatches, their size): the whole number of equal minibatches closest to the request."""
+    if minibatch_size <= 0:
+        raise UsageError(f"--minibatch-size must be positive, got {minibatch_size}")
+    n = max(1, round(batch_size / minibatch_size))
+    if batch_size % n:
+        raise UsageError(f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal "
+                         f"minibatches of about {minibatch_size}; change --num-envs, --num-steps or --minibatch-size")
+    return n, batch_size // n
+
+
+def domain_defaults(args: Args, domain: str) -> Args:
+    """Fill the fields left at None with the paper's per-domain values (Table 3)."""
+    short = any(k in args.env_id for k in ("Swimmer", "Hopper"))
+    if args.total_timesteps is None:
+        args.total_timesteps = 30_000_000 if domain == "procgen" else 10_000_000
+    if args.num_steps is None:
+        args.num_steps = 256 if domain == "atari" or short else 512
+    if args.ent_coef is None:
+        args.ent_coef = 0.01 if domain != "mlp" or short else 0.0
+    if args.eval_episodes is None:
+        args.eval_episodes = 200 if domain == "procgen" else 50
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation (SPEC section 5)
+# ----------------------------------------------------------------------------------------------------
+def evaluate(actor: Actor, args: Args, domain: str, episodes: int, seed: int, device, obs_rms=None,
+             deterministic: bool = True, procgen_levels=None, num_envs: int = 10) -> list:
+    """Returns of `episodes` full episodes; each env plays a fixed quota, so short episodes are not favoured."""
+    num_envs = min(num_envs, episodes)
+    envs = make_envs(args, domain, num_envs, seed, evaluation=True, procgen_levels=procgen_levels)
+    quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
+    returns = [[] for _ in range(num_envs)]
+    obs, _ = envs.reset(seed=seed)
+    actor.eval()
+    while any(len(r) < q for r, q in zip(returns, quota)):
+        x = obs_rms.normalize(obs) if obs_rms is not None else obs
+        with torch.no_grad():
+            dist = actor(torch.as_tensor(x, device=device))
+            action = greedy_action(dist) if deterministic else dist.sample()
+        action = action.cpu().numpy()
+        if actor.continuous:
+            action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
+        obs, _, _, _, info = envs.step(action)
+        for i in np.flatnonzero(info.get("_episode", [])):
+            if len(returns[i]) < quota[i]:
+                returns[i].append(float(info["episode"]["r"][i]))
+    envs.close()
+    return [r for env_returns in returns for r in env_returns]
+
+
+def eval_summary(returns: list) -> dict:
+    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
+            "episodes": len(returns), "returns": returns}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Run folders
+# ----------------------------------------------------------------------------------------------------
+STRUCTURAL = ("env_id", "arch", "seed", "num_envs", "num_steps", "minibatch_size", "frame_skip", "procgen_num_levels",
+              "procgen_start_level", "procgen_distribution_mode", "frozen_obs_norm")
+
+
+def prepare_run(args: Args, default_name: str):
+    """Validate the output folder (and the checkpoint to resume) before any training; returns (run_dir, state)."""
+    if args.resume:
+        run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume))
+        path = os.path.join(run_dir, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
+        state = load_checkpoint(path, env_id=args.env_id)
+        if "train_state" not in state:
+            raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
+        changed = [k for k in STRUCTURAL if state["args"].get(k) != getattr(args, k)]
+        if changed:
+            raise UsageError(f"--resume: these flags differ from the interrupted run: "
+                             + ", ".join(f"--{k.replace('_', '-')} {state['args'][k]!r} (now {getattr(args, k)!r})" for k in changed)
+                             + "; resume with the run's original flags")
+        batch = args.num_envs * args.num_steps
+        if state["global_step"] >= (args.total_timesteps // batch) * batch and os.path.exists(os.path.join(run_dir, "model.pt")):
+            raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; raise --total-timesteps to continue it")
+        return run_dir, state
+    run_dir = os.path.join(args.output_dir, args.run_name or default_name)
+    if os.path.exists(run_dir):
+        raise UsageError(f"run folder '{run_dir}' already exists; pick another --run-name, or --resume {run_dir}")
+    try:
+        os.makedirs(args.output_dir, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); pass a writable --output-dir")
+    if not os.access(args.output_dir, os.W_OK):
+        raise UsageError(f"output folder '{args.output_dir}' is not writable; pass a writable --output-dir")
+    os.makedirs(run_dir)
+    return run_dir, None
+
+
+def main(args: Args) -> dict:
+    # ---- everything that can be wrong with the input is checked before any training or writing
+    try:
+        domain = detect_domain(args.env_id)
+        check_env_id(args.env_id)
+        args = domain_defaults(args, domain)
+        if args.frozen_obs_norm and domain != "mlp":
+            raise UsageError("--frozen-obs-norm applies to the MLP domain only (pixel observations are not normalized)")
+        for name in ("num_envs", "num_steps", "update_epochs", "eval_episodes", "total_timesteps"):
+            if getattr(args, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+        if args.total_timesteps < args.num_envs * args.num_steps:
+            raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
+                             f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
+        num_minibatches, minibatch_size = minibatch_split(args.num_envs * args.num_steps, args.minibatch_size)
+        frozen = load_checkpoint(args.frozen_obs_norm, env_id=args.env_id) if args.frozen_obs_norm else None
+        envs = make_envs(args, domain, args.num_envs, args.seed)
+        default_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir, resume_state = prepare_run(args, default_name)
+    except UsageError as e:
+        fail(str(e))
+    batch_size = args.num_envs * args.num_steps
+    num_iterations = args.total_timesteps // batch_size
+    obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    agent = Agent(domain, ARCHS[domain][args.arch], obs_shape, action_space).to(device)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
+    obs_rms = RunningMeanStd(obs_shape) if domain == "mlp" else None
+    if frozen is not None:
+        obs_rms.load_state_dict(frozen["obs_rms"])
+    return_rms, discounted_return = RunningMeanStd(), np.zeros(args.num_envs)
+    global_step, start_iteration, env_seed = 0, 1, args.seed
+    if resume_state is not None:
+        agent.actor.load_state_dict(resume_state["actor"])
+        agent.critic.load_state_dict(resume_state["critic"])
+        ts = resume_state["train_state"]
+        optimizer.load_state_dict(ts["optimizer"])
+        if obs_rms is not None:
+            obs_rms.load_state_dict(resume_state["obs_rms"])
+        return_rms.load_state_dict(ts["return_rms"])
+        torch.set_rng_state(ts["torch_rng"])
+        np.random.set_state(tuple(x.numpy() if torch.is_tensor(x) else x for x in ts["numpy_rng"]))
+        random.setstate(ts["python_rng"])
+        global_step, start_iteration = resume_state["global_step"], ts["iteration"] + 1
+        env_seed = args.seed + global_step  # fresh episodes: environment states cannot be restored
+        print(f"resuming {run_dir} at step {global_step}", flush=True)
+
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
+                   name=os.path.basename(run_dir), sync_tensorboard=True, save_code=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resume_state is not None else None)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    # SLURM sends SIGTERM before it kills a job: finish the update, write a checkpoint, exit
+    stop = {"signal": None}
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+
+    def save_checkpoint(iteration: int) -> None:
+        state = model_dict(agent, domain, args, obs_shape, action_space, obs_rms, global_step)
+        np_state = np.random.get_state()
+        state["train_state"] = {"optimizer": optimizer.state_dict(), "return_rms": return_rms.state_dict(),
+                                "iteration": iteration, "torch_rng": torch.get_rng_state(),
+                                "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
+                                "python_rng": random.getstate()}
+        atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
+
+    # ALGO Logic: storage setup
+    obs_dtype = torch.uint8 if domain != "mlp" else torch.float32
+    obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=obs_dtype, device=device)
+    actions = torch.zeros((args.num_steps, args.num_envs) + action_space.shape, device=device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
+    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
+    dones = torch.zeros((args.num_steps, args.num_envs), device=device)
+    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+
+    def prepare_obs(raw: np.ndarray, update: bool) -> np.ndarray:
+        if obs_rms is None:
+            return raw
+        if update and frozen is None:
+            obs_rms.update(raw)
+        return obs_rms.normalize(raw)
+
+    raw_obs, _ = envs.reset(seed=env_seed)
+    next_obs = torch.as_tensor(prepare_obs(raw_obs, update=True), device=device)
+    recent_returns, start_time, start_step = [], time.time(), global_step
+    progress = tqdm(total=args.total_timesteps, initial=global_step, unit="step", dynamic_ncols=True,
+                    mininterval=1 if sys.stderr.isatty() else 30, desc=os.path.basename(run_dir))
+    iteration = start_iteration - 1
+    for iteration in range(start_iteration, num_iterations + 1):
+        if args.anneal_lr:
+            optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
+
+        # ---- rollout
+        agent.eval()
+        for step in range(args.num_steps):
+            global_step += args.num_envs
+            obs[step] = next_obs
+            with torch.no_grad():
+                action, logprob, _, value, _ = agent.get_action_and_value(next_obs)
+            values[step], actions[step], logprobs[step] = value, action, logprob
+            env_action = action.cpu().numpy()
+            if agent.actor.continuous:
+                env_action = np.clip(env_action, action_space.low, action_space.high)
+            raw_obs, reward, terminated, truncated, info = envs.step(env_action)
+            done = np.logical_or(terminated, truncated)
+            if args.norm_reward:  # scale by the running std of the discounted return (SB3's VecNormalize)
+                discounted_return = discounted_return * args.gamma + reward
+                return_rms.update(discounted_return)
+                reward = np.clip(reward / np.sqrt(return_rms.var + 1e-8), -10, 10)
+                discounted_return[done] = 0.0
+            reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            # a time-limit truncation is not a termination: bootstrap from the value of the final observation
+            truncated_only = truncated & ~terminated & info.get("_final_obs", np.zeros_like(truncated))
+            if truncated_only.any():
+                final_obs = prepare_obs(np.stack(info["final_obs"][truncated_only]), update=False)
+                with torch.no_grad():
+                    reward[truncated_only] += args.gamma * agent.get_value(torch.as_tensor(final_obs, device=device))
+            rewards[step], dones[step] = reward, torch.as_tensor(done, dtype=torch.float32, device=device)
+            next_obs = torch.as_tensor(prepare_obs(raw_obs, update=True), device=device)
+            for i in np.flatnonzero(info.get("_episode", [])):
+                recent_returns = (recent_returns + [float(info["episode"]["r"][i])])[-20:]
+                writer.add_scalar("charts/episodic_return", info["episode"]["r"][i], global_step)
+                writer.add_scalar("charts/episodic_length", info["episode"]["l"][i], global_step)
+
+        # ---- advantages (GAE)
+        with torch.no_grad():
+            advantages, returns = compute_gae(rewards, values, dones, agent.get_value(next_obs), args.gamma, args.gae_lambda)
+
+        # ---- PPO update
+        agent.train()
+        b_obs = obs.reshape((-1,) + obs_shape)
+        b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape((-1,) + action_space.shape)
+        b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+        clipfracs = []
+        for epoch in range(args.update_epochs):
+            b_inds = torch.randperm(batch_size, device=device)
+            for start in range(0, batch_size, minibatch_size):
+                mb_inds = b_inds[start : start + minibatch_size]
+                _, newlogprob, entropy, newvalue, dist = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
+                mb_advantages = b_advantages[mb_inds]
+                if args.norm_adv:
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                # PPO-clip objective (Schulman et al. 2017, Eq. 7), as a loss
+                pg_loss = torch.max(-mb_advantages * ratio,
+                                    -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
+                v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+        sps = int((global_step - start_step) / (time.time() - start_time))
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+        progress.update(batch_size)
+        progress.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-", refresh=False)
+
+        if stop["signal"] is not None or (args.checkpoint_every and global_step // args.checkpoint_every
+                                          > (global_step - batch_size) // args.checkpoint_every):
+            save_checkpoint(iteration)
+        if stop["signal"] is not None:
+            writer.close()
+            print(f"\nstopped by signal {stop['signal']} at step {global_step}; checkpoint written, continue with "
+                  f"--resume {run_dir}", file=sys.stderr)
+            sys.exit(128 + stop["signal"])
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
+    progress.close()
+    envs.close()
+    save_checkpoint(iteration)
+
+    # ---- final evaluation (SPEC section 5) of the trained policy, written to eval.json and the model
+    deterministic = domain != "procgen"
+    evaluation = {"env_id": args.env_id, "arch": args.arch, "global_step": global_step, "deterministic": deterministic,
+                  **eval_summary(evaluate(agent.actor, args, domain, args.eval_episodes, args.seed + 10_000, device,
+                                          obs_rms, deterministic, procgen_levels=eval_levels(args) if domain == "procgen" else None))}
+    if domain == "procgen":
+        train_returns = evaluate(agent.actor, args, domain, args.eval_episodes, args.seed + 10_000, device, None, False)
+        evaluation["train_levels"] = eval_summary(train_returns)
+    evaluation["command"] = " ".join(["python"] + sys.argv)
+    atomic_save(model_dict(agent, domain, args, obs_shape, action_space, obs_rms, global_step, evaluation),
+                os.path.join(run_dir, "model.pt"))
+    with open(os.path.join(run_dir, "eval.json"), "w") as f:
+        json.dump(evaluation, f, indent=2)
+    writer.add_scalar("eval/mean_return", evaluation["mean_return"], global_step)
+    writer.close()
+    print(f"{args.env_id}: mean evaluation return {evaluation['mean_return']:.2f} +- {evaluation['std_return']:.2f} "
+          f"over {evaluation['episodes']} episodes; model in {os.path.join(run_dir, 'model.pt')}")
+    return evaluation
+
+
+def eval_levels(args: Args) -> tuple:
+    """Procgen test levels: a block of seeds right after the training levels, so none is a training level."""
+    return (args.procgen_start_level + args.procgen_num_levels, 100_000)
+
+
+if __name__ == "__main__":
+    import tyro
+
+    main(tyro.cli(Args))
