@@ -590,7 +590,7 @@ def main(args: Args) -> dict:
                 # PPO-clip objective (Schulman et al. 2017, Eq. 7), as a loss
                 pg_loss = torch.max(-mb_advantages * ratio,
                                     -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
-                v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
+                v_loss = ((newvalue - b_returns[mb_inds]) ** 2).mean()  # c_v * (V - R)^2, as SB3 (CleanRL halves it)
                 entropy_loss = entropy.mean()
                 mb_teacher = tuple(x[mb_inds] for x in b_teacher)  # PPD
                 kl = kl_divergence(mb_teacher, dist_params(dist), args.kl_direction)  # PPD
