@@ -116,9 +116,19 @@ class UsageError(Exception):
     """Bad input: reported as one line on stderr with exit code 2, before anything is written."""
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
+
+
+def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: str) -> None:
+    """A NaN or inf stops the run before it reaches the parameters (and so any checkpoint), naming the term."""
+    if torch.isfinite(torch.stack([loss.detach(), grad_norm])).all():
+        return
+    bad = [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["gradient"]
+    print(file=sys.stderr)  # off the progress bar's line
+    fail(f"non-finite {', '.join(bad)} in update {iteration}; the run stopped, its last good checkpoint is in {run_dir} "
+         "(try a lower --learning-rate, or check the env's rewards and observations)", code=3)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -854,7 +864,9 @@ def main(args: Args) -> dict:
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
                 optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                terms = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}
+                stop_if_not_finite(loss, grad_norm, terms, iteration, run_dir)
                 optimizer.step()
 
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()

@@ -188,3 +188,28 @@ def test_pixel_teacher_is_refused_with_the_script_to_use(tmp_path):
     torch.save(fake, tmp_path / "pong.pt")
     result = run_script("ppd_mujoco.py", "--teacher", tmp_path / "pong.pt", "--output-dir", tmp_path / "out")
     assert result.returncode == 2 and "ppd_atari.py" in result.stderr
+
+
+def test_non_finite_loss_stops_run_naming_the_term_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    import gymnasium as gym
+
+    make_envs = ppd_mujoco.make_envs
+    calls = {"steps": 0}
+
+    def reward_turns_nan_in_third_rollout(reward):
+        calls["steps"] += 1
+        return reward * np.nan if calls["steps"] > 2 * 32 else reward
+
+    monkeypatch.setattr(ppd_mujoco, "make_envs", lambda env_id, n: gym.wrappers.vector.TransformReward(
+        make_envs(env_id, n), reward_turns_nan_in_third_rollout))
+    args = ppd_mujoco.Args(teacher=CARTPOLE_TEACHER, num_envs=2, num_steps=32, minibatch_size=32, total_timesteps=640,
+                           checkpoint_every=64, eval_episodes=2, output_dir=str(tmp_path), run_name="nan", cuda=False)
+    with pytest.raises(SystemExit) as stopped:
+        ppd_mujoco.main(args)
+    assert stopped.value.code == 3
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("error: non-finite") and "value_loss" in message and "update 3" in message
+    checkpoint = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["global_step"] == 128  # the last good update's
+    assert all(torch.isfinite(v).all() for part in ("actor", "critic") for v in checkpoint[part].values())
+    assert not (tmp_path / "nan" / "model.pt").exists()
