@@ -1,0 +1,1 @@
+"""Experiment grids (grid.py), their statistics (stats.py) and report (report.py)."""
