@@ -281,10 +281,14 @@ def space_from_dict(d: dict) -> gym.Space:
     return gym.spaces.Box(np.array(d["low"], np.float32), np.array(d["high"], np.float32), dtype=np.float32)
 
 
-def atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+def atomic_save(obj, path: str, as_json: bool = False) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
+    if as_json:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+    else:
+        torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
@@ -661,13 +665,17 @@ def main(args: Args) -> dict:
     teacher_eval = eval_summary(evaluate(teacher.actor, args.env_id, args.eval_episodes, args.seed + 10_000, device, obs_rms))
     evaluation = {"env_id": args.env_id, "method": "ppd" if args.distill_coef > 0 else "ppo", "student_arch": args.student_arch,
                   "global_step": global_step, "deterministic": True, "distill_coef": args.distill_coef,
-                  "teacher_noise_std": args.teacher_noise_std, "student": student_eval, "teacher": teacher_eval,
+                  "seed": args.seed, "teacher_checkpoint": args.teacher, "teacher_noise_std": args.teacher_noise_std,
+                  "student": student_eval, "teacher": teacher_eval,
                   "fraction_of_teacher": student_eval["mean_return"] / teacher_eval["mean_return"],
                   "command": " ".join(["python"] + sys.argv)}
+    if args.teacher_noise_std > 0:  # the uncorrupted teacher too, the reference of the paper's Table 2
+        clean_teacher = agent_from_checkpoint(teacher_ckpt).to(device)
+        evaluation["teacher_clean"] = eval_summary(evaluate(clean_teacher.actor, args.env_id, args.eval_episodes,
+                                                            args.seed + 10_000, device, obs_rms))
     atomic_save(model_dict(agent, args, obs_shape, action_space, obs_rms, global_step, student_eval),
                 os.path.join(run_dir, "model.pt"))
-    with open(os.path.join(run_dir, "eval.json"), "w") as f:
-        json.dump(evaluation, f, indent=2)
+    atomic_save(evaluation, os.path.join(run_dir, "eval.json"), as_json=True)
     writer.add_scalar("eval/student_mean_return", student_eval["mean_return"], global_step)
     writer.close()
     print(f"\n{args.env_id}, {args.eval_episodes} evaluation episodes (deterministic):\n"

@@ -523,10 +523,14 @@ def space_from_dict(d: dict) -> gym.Space:
     return gym.spaces.Box(np.array(d["low"], np.float32), np.array(d["high"], np.float32), dtype=np.float32)
 
 
-def atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+def atomic_save(obj, path: str, as_json: bool = False) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
+    if as_json:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+    else:
+        torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
@@ -900,7 +904,8 @@ def main(args: Args) -> dict:
 
     # ---- final evaluation (SPEC section 5) of the trained policy, written to eval.json and the model
     deterministic = domain != "procgen"
-    evaluation = {"env_id": args.env_id, "arch": args.arch, "global_step": global_step, "deterministic": deterministic,
+    evaluation = {"env_id": args.env_id, "arch": args.arch, "seed": args.seed, "global_step": global_step,
+                  "deterministic": deterministic,
                   **eval_summary(evaluate(agent.actor, args, domain, args.eval_episodes, args.seed + 10_000, device,
                                           obs_rms, deterministic, procgen_levels=eval_levels(args) if domain == "procgen" else None))}
     if domain == "procgen":
@@ -909,8 +914,7 @@ def main(args: Args) -> dict:
     evaluation["command"] = " ".join(["python"] + sys.argv)
     atomic_save(model_dict(agent, domain, args, obs_shape, action_space, obs_rms, global_step, evaluation),
                 os.path.join(run_dir, "model.pt"))
-    with open(os.path.join(run_dir, "eval.json"), "w") as f:
-        json.dump(evaluation, f, indent=2)
+    atomic_save(evaluation, os.path.join(run_dir, "eval.json"), as_json=True)
     writer.add_scalar("eval/mean_return", evaluation["mean_return"], global_step)
     writer.close()
     print(f"{args.env_id}: mean evaluation return {evaluation['mean_return']:.2f} +- {evaluation['std_return']:.2f} "

@@ -163,6 +163,7 @@ def test_reverse_kl_and_noisy_teacher_run_and_report_both_scores(tmp_path):
     assert result.returncode == 0, result.stderr
     evaluation = json.load(open(tmp_path / "rev" / "eval.json"))
     assert evaluation["teacher_noise_std"] == 0.05 and evaluation["teacher"]["episodes"] == 2
+    assert evaluation["teacher_clean"]["mean_return"] == pytest.approx(500.0)  # the uncorrupted reference
     kl = scalars(tmp_path / "rev")["distill/kl"]
     assert all(np.isfinite(v) and v >= 0 for _, v in kl)
 
