@@ -449,9 +449,10 @@ def main(args: Args) -> dict:
     try:
         if args.distill_coef < 0:  # PPD
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
+        if args.env_id is not None:
+            check_env_id(args.env_id)
         teacher_ckpt = load_checkpoint(args.teacher, env_id=args.env_id)  # PPD
         args.env_id = args.env_id or teacher_ckpt["env_id"]  # PPD
-        check_env_id(args.env_id)
         if args.gamma is None:
             args.gamma = 0.995 if any(k in args.env_id for k in ("Swimmer", "Hopper")) else 0.999
         for name in ("num_envs", "num_steps", "update_epochs", "eval_episodes", "total_timesteps"):
@@ -667,7 +668,8 @@ def main(args: Args) -> dict:
                   "global_step": global_step, "deterministic": True, "distill_coef": args.distill_coef,
                   "seed": args.seed, "teacher_checkpoint": args.teacher, "teacher_noise_std": args.teacher_noise_std,
                   "student": student_eval, "teacher": teacher_eval,
-                  "fraction_of_teacher": student_eval["mean_return"] / teacher_eval["mean_return"],
+                  "fraction_of_teacher": student_eval["mean_return"] / teacher_eval["mean_return"]
+                  if teacher_eval["mean_return"] != 0 else None,
                   "command": " ".join(["python"] + sys.argv)}
     if args.teacher_noise_std > 0:  # the uncorrupted teacher too, the reference of the paper's Table 2
         clean_teacher = agent_from_checkpoint(teacher_ckpt).to(device)
@@ -681,7 +683,7 @@ def main(args: Args) -> dict:
     print(f"\n{args.env_id}, {args.eval_episodes} evaluation episodes (deterministic):\n"
           f"  teacher{' (noisy)' if args.teacher_noise_std > 0 else ''}: {teacher_eval['mean_return']:9.2f} +- {teacher_eval['std_return']:.2f}\n"
           f"  student ({args.student_arch}): {student_eval['mean_return']:9.2f} +- {student_eval['std_return']:.2f}"
-          f"   = {evaluation['fraction_of_teacher']:.1%} of the teacher\n"
+          f"   = {evaluation['fraction_of_teacher'] or float('nan'):.1%} of the teacher\n"
           f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}")
     return evaluation
 

@@ -753,6 +753,9 @@ def main(args: Args) -> dict:
         random.setstate(ts["python_rng"])
         global_step, start_iteration = resume_state["global_step"], ts["iteration"] + 1
         env_seed = args.seed + global_step  # fresh episodes: environment states cannot be restored
+        if domain == "procgen":  # a gym3 env is seeded only at construction
+            envs.close()
+            envs = make_envs(args, domain, args.num_envs, env_seed)
         print(f"resuming {run_dir} at step {global_step}", flush=True)
 
     if args.track:

@@ -1,0 +1,893 @@
+"""Teacher-distill (paper Algorithm 3), a baseline of Proximal Policy Distillation (Spigler, TMLR 2025), all three domains.
+
+Distillation on the teacher's own trajectories: the TEACHER's sampled actions drive the environments, and after
+every short rollout (5 steps per env) the student takes ONE gradient step on the whole rollout:
+
+    L = KL(pi_teacher || pi_student) - alpha * H(pi_student) + c_v * (V_student(s) - V_teacher(s))^2
+
+the same update as student_distill.py (Algorithm 2); only who acts differs. No rewards are used for learning: the
+critic is regressed to the teacher's critic. The KL is analytic over the whole action distribution (Categorical,
+or diagonal Gaussian summed over action dimensions); the teacher's forward that picks each action also gives the
+update's targets (no second teacher forward, no gradients through it).
+
+NOTE: the training curve (`charts/episodic_return`, the progress bar's `ret`) shows the TEACHER's episodes, not the
+student's: it looks good from the start and says little about the student (the paper warns about this, Figure 8).
+The final evaluation (eval.json) always runs the student, beside the teacher.
+
+Env and domain come from the teacher checkpoint: MLP (any flat-Box gymnasium env; the teacher's frozen observation
+normalization is applied to what both networks see), Atari (frame skip as the teacher's) or Procgen (the teacher's
+training levels; evaluated on unseen levels and on the training levels). The student is saved in the teacher
+checkpoint format, so it can be the next teacher.
+
+    python teacher_distill.py --teacher teachers/CartPole-v1.pt --total-timesteps 50000
+"""
+
+import difflib
+import json
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+from torch.distributions import Categorical, Independent, Normal
+from tqdm import tqdm
+
+FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
+ACTING_NOTE = ("teacher-distill: the teacher's sampled actions drive the environments, so charts/episodic_return and the "
+               "progress bar's `ret` are the TEACHER's episodes, not the student's; the final evaluation runs the student")
+
+# (random, human) scores of Badia et al. (2020) for human normalization, keyed by ale-py's game name (SPEC section 4)
+ATARI_RANDOM_HUMAN = {
+    "pong": (-20.7, 14.6), "freeway": (0.0, 29.6), "ms_pacman": (307.3, 6951.6), "qbert": (163.9, 13455.0),
+    "beam_rider": (363.9, 16926.5), "crazy_climber": (10780.5, 35829.4), "demon_attack": (152.1, 1971.0),
+    "enduro": (0.0, 860.5), "seaquest": (68.4, 42054.7), "zaxxon": (32.5, 9173.3), "atlantis": (12850.0, 29028.0),
+}
+
+
+@dataclass
+class Args:
+    """Teacher-distill (paper Algorithm 3): the teacher's sampled actions drive the envs; one gradient step per
+    rollout on KL(teacher || student) - alpha * entropy + c_v * (V_student - V_teacher)^2. NOTE: the training
+    curve (charts/episodic_return) reports the TEACHER's episodes; the final evaluation runs the student."""
+
+    # General settings
+    teacher: str = "teachers/Hopper-v5.pt"
+    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts); it decides the env and domain"""
+    env_id: Optional[str] = None
+    """env id (default: the teacher's; if given it must be the teacher's)"""
+    student_arch: Literal["smaller", "same", "larger"] = "same"
+    """student network size (paper Table 4): MLP 128-64 / 256-256 / 512-512; CNN Nature-CNN / IMPALA 16,32,32 / IMPALA 32,64,64"""
+    exp_name: str = "teacher-distill"
+    """name of the experiment, part of the default run name"""
+    seed: int = 1
+    """seed of torch, numpy, random and the environments"""
+    torch_deterministic: bool = True
+    """sets `torch.backends.cudnn.deterministic`"""
+    cuda: bool = True
+    """use CUDA when it is available (`--no-cuda` forces the CPU)"""
+    track: bool = False
+    """also log to Weights & Biases (imported only then)"""
+    wandb_project_name: str = "ppd"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases entity (team)"""
+    output_dir: str = "runs"
+    """folder that holds the run folders"""
+    run_name: Optional[str] = None
+    """run folder name under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`); an existing run folder is never overwritten"""
+    checkpoint_every: int = 100_000
+    """write `checkpoint.pt` (atomically) every this many environment steps; 0 writes it only at the end"""
+    resume: Optional[str] = None
+    """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
+    eval_episodes: Optional[int] = None
+    """episodes of the final evaluation, for the student and for the teacher (same seeds; default 50, 200 for Procgen)"""
+
+    # Algorithm settings (paper A.3)
+    kl_direction: Literal["forward", "reverse"] = "forward"
+    """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""
+    teacher_noise_std: float = 0.0
+    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (paper: 0.05)"""
+    total_timesteps: int = 2_000_000
+    """environment steps to train"""
+    learning_rate: float = 3e-4
+    """Adam learning rate"""
+    num_envs: int = 18
+    """parallel environments"""
+    num_steps: int = 5
+    """steps per environment per rollout; each rollout gives one gradient step"""
+    ent_coef: float = 0.0
+    """entropy coefficient alpha"""
+    vf_coef: float = 0.5
+    """weight c_v of the critic's squared error to the teacher's value"""
+    max_grad_norm: float = 0.5
+    """gradient clipping norm"""
+    adam_eps: float = 1e-5
+    """Adam epsilon"""
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr with exit code 2, before anything is written."""
+
+
+class NonFiniteLoss(Exception):
+    """A NaN or inf in the loss or its gradient, raised before it reaches the parameters; the message names the terms."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Domains and environments (as in train_teacher.py; the env settings come from the teacher's checkpoint)
+# ----------------------------------------------------------------------------------------------------
+PROCGEN_GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball",
+                 "fruitbot", "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot")
+
+
+def detect_domain(env_id: str) -> str:
+    """'atari', 'procgen' or 'mlp' (any gymnasium env with a flat Box observation)."""
+    if env_id.startswith("procgen:"):
+        return "procgen"
+    if env_id.endswith("NoFrameskip-v4") or env_id.startswith("ALE/"):
+        return "atari"
+    return "mlp"
+
+
+def atari_game(env_id: str) -> str:
+    """PongNoFrameskip-v4 / ALE/Pong-v5 / MsPacmanNoFrameskip-v4 -> ale-py's ROM name 'pong' / 'ms_pacman'."""
+    name = env_id.split("/")[-1].split("-")[0].removesuffix("NoFrameskip")
+    return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise UsageError naming the closest known ids when env_id does not exist."""
+    domain = detect_domain(env_id)
+    if domain == "procgen":
+        game = env_id.split(":", 1)[1]
+        if game not in PROCGEN_GAMES:
+            close = difflib.get_close_matches(game, PROCGEN_GAMES, n=3)
+            raise UsageError(f"unknown Procgen game '{game}'; try one of: "
+                             + ", ".join(f"procgen:{g}" for g in close or PROCGEN_GAMES[:4]))
+    elif domain == "atari":
+        from ale_py.roms import get_all_rom_ids  # imported here: only the Atari domain needs ale-py
+
+        roms = get_all_rom_ids()
+        if atari_game(env_id) not in roms:
+            close = difflib.get_close_matches(atari_game(env_id), roms, n=3)
+            names = ["".join(p.capitalize() for p in r.split("_")) + "NoFrameskip-v4" for r in close]
+            raise UsageError(f"unknown Atari game in '{env_id}'; closest known ids: {', '.join(names) or 'none'}")
+    else:
+        if env_id not in gym.registry:
+            close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.5)
+            raise UsageError(f"gymnasium does not know the env id '{env_id}'; closest known ids: "
+                             f"{', '.join(close) or 'none'} (Atari: <Game>NoFrameskip-v4, Procgen: procgen:<game>)")
+
+
+def make_mlp_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+    """Flat-Box envs in one process (AsyncVectorEnv was never faster on 2 cores)."""
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    if not isinstance(envs.single_observation_space, gym.spaces.Box) or len(envs.single_observation_space.shape) != 1:
+        raise UsageError(f"{env_id} has observation space {envs.single_observation_space}; the MLP domain needs a flat Box")
+    if not isinstance(envs.single_action_space, (gym.spaces.Box, gym.spaces.Discrete)):
+        raise UsageError(f"{env_id} has action space {envs.single_action_space}; only Box and Discrete are supported")
+    return envs
+
+
+def make_envs(env_id: str, domain: str, env_config: dict, num_envs: int, seed: int, evaluation: bool = False,
+              procgen_levels=None):
+    """Vector env of the domain, all with the same interface: reset(seed) and step(actions) with full-game episode
+    statistics in info['episode'] / info['_episode']. env_config is the teacher checkpoint's (frame skip, levels)."""
+    if domain == "mlp":
+        return make_mlp_envs(env_id, num_envs)
+    if domain == "atari":
+        return make_atari_envs(env_id, num_envs, seed, env_config.get("frame_skip", 4), evaluation)
+    start, count = procgen_levels or (env_config.get("procgen_start_level", 0), env_config.get("procgen_num_levels", 200))
+    return ProcgenVecEnv(env_id.split(":", 1)[1], num_envs, seed, count, start,
+                         env_config.get("procgen_distribution_mode", "easy"))
+
+
+class AtariEnvs:
+    """AtariVectorEnv plus the two things it does not give directly: the training episode ending at a
+    life loss while the game goes on, and full-game episode statistics.
+
+    AtariVectorEnv runs in SAME_STEP autoreset mode: when a GAME ends (game over, or 108k-frame truncation)
+    it is reset within the same step and obs[i] is the new game's first frame. Life loss: we run with
+    life_loss_info=False (so the ALE's terminated flag means exactly "game over") and detect a life loss
+    ourselves as a drop of info["lives"]; on a life loss the game is NOT reset.
+    """
+
+    def __init__(self, game: str, num_envs: int, seed: int, frame_skip: int, repeat_action_probability: float,
+                 eval_mode: bool):
+        from ale_py.vector_env import AtariVectorEnv  # imported here: only the Atari domain needs ale-py
+
+        self.env = AtariVectorEnv(
+            game,
+            num_envs,
+            frameskip=frame_skip,
+            repeat_action_probability=repeat_action_probability,
+            full_action_space=False,
+            max_num_frames_per_episode=108_000,  # counted in emulator frames
+            img_height=84,
+            img_width=84,
+            grayscale=True,
+            stack_num=4,
+            maxpool=True,  # max over the last two skipped frames
+            noop_max=30,
+            use_fire_reset=True,  # FIRE after each game reset (games that have FIRE); not after a life loss
+            episodic_life=False,  # True would restart the whole game at every lost life: not what we want
+            life_loss_info=False,  # life loss detected below from info["lives"] (see class docstring)
+            reward_clipping=False,
+            autoreset_mode="SameStep",
+        )
+        self.seed = seed  # used by the first reset() if it gets no seed
+        self.eval_mode = eval_mode
+        self.num_envs = num_envs
+        self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8)
+        self.single_action_space = self.env.single_action_space  # Discrete(minimal action set)
+        self.lives = np.zeros(num_envs, dtype=np.int32)
+        self.ep_return = np.zeros(num_envs, dtype=np.float64)
+        self.ep_length = np.zeros(num_envs, dtype=np.int64)
+
+    def reset(self, seed: int | None = None):
+        if seed is None:
+            seed, self.seed = self.seed, None
+        obs, info = self.env.reset(seed=seed)  # env i is seeded with seed + i (None: random)
+        self.lives = info["lives"].copy()
+        self.ep_return[:] = 0.0
+        self.ep_length[:] = 0
+        return obs, {"lives": info["lives"]}
+
+    def step(self, actions):
+        obs, reward, game_over, truncated, ale_info = self.env.step(np.asarray(actions).astype(np.int32))
+        reward = reward.astype(np.float32)  # ALE gives int32
+        game_end = game_over | truncated  # these envs were reset by the ALE within this step
+        lives = ale_info["lives"]
+        life_loss = (lives < self.lives) & ~game_end
+        self.lives = lives.copy()
+        terminated = game_over if self.eval_mode else game_over | life_loss
+        # full-game statistics (all lives), raw score, length in agent steps
+        self.ep_return += reward
+        self.ep_length += 1
+        info = {"lives": lives, "episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()}, "_episode": game_end}
+        self.ep_return[game_end] = 0.0
+        self.ep_length[game_end] = 0
+        return obs, reward, terminated, truncated, info
+
+    def close(self):
+        self.env.close()
+
+
+def make_atari_envs(env_id: str, num_envs: int, seed: int, frame_skip: int = 4, eval_mode: bool = False):
+    """Atari vector env with the usual DQN/PPO preprocessing (84x84 gray, 4-frame stack, noop-30 reset,
+    max-pool over skipped frames, 108k-frame limit, minimal action set). Evaluation (eval_mode=True): full games.
+    Sticky actions: 0.0 for '...NoFrameskip-v4' ids, 0.25 for 'ALE/...-v5' ids."""
+    sticky = 0.25 if env_id.endswith("-v5") else 0.0
+    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode)
+
+
+class ProcgenVecEnv:
+    """Gymnasium-style vector adapter around procgen.ProcgenGym3Env (gym3 act/observe API).
+
+    gym3 semantics: after act(a_t), observe() returns (r_t, o_{t+1}, first); first[i]=True means o_{t+1}
+    is the first frame of a new episode, i.e. env i's previous episode ended at this step (it resets
+    internally). Seeded only at construction."""
+
+    def __init__(self, env_name: str, num_envs: int, seed: int, num_levels: int = 200, start_level: int = 0,
+                 distribution_mode: str = "easy"):
+        from procgen import ProcgenGym3Env  # lazy: importing procgen imports the old `gym` (prints a notice)
+
+        self.env = ProcgenGym3Env(num=num_envs, env_name=env_name, num_levels=num_levels,
+                                  start_level=start_level, distribution_mode=distribution_mode, rand_seed=seed)
+        self.num_envs = num_envs
+        self.single_observation_space = gym.spaces.Box(0, 255, (3, 64, 64), np.uint8)
+        self.single_action_space = gym.spaces.Discrete(self.env.ac_space.eltype.n)  # 15
+        self.ep_return = np.zeros(num_envs, dtype=np.float64)
+        self.ep_length = np.zeros(num_envs, dtype=np.int64)
+
+    @staticmethod
+    def _to_chw(ob):
+        return np.ascontiguousarray(ob["rgb"].transpose(0, 3, 1, 2))  # [N,64,64,3] -> [N,3,64,64] uint8
+
+    def reset(self, seed: int | None = None):
+        _, ob, _ = self.env.observe()  # `seed` is ignored: seeded at construction
+        return self._to_chw(ob), {}
+
+    def step(self, actions):
+        self.env.act(np.asarray(actions))  # cast to int32 inside
+        reward, ob, first = self.env.observe()
+        self.ep_return += reward
+        self.ep_length += 1
+        no = np.zeros(self.num_envs, dtype=bool)
+        info = {"episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()}, "_episode": first.copy()}
+        self.ep_return[first] = 0.0
+        self.ep_length[first] = 0
+        return self._to_chw(ob), reward.astype(np.float32), first.copy(), no, info
+
+    def close(self):
+        self.env.close()
+
+
+class RunningMeanStd:
+    """Observation statistics of the teacher (SB3's VecNormalize layout), frozen: loaded, never updated."""
+
+    def __init__(self, shape=()):
+        self.mean, self.var, self.count = np.zeros(shape, np.float64), np.ones(shape, np.float64), 1e-4
+
+    def normalize(self, x: np.ndarray, clip: float = 10.0) -> np.ndarray:
+        return np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -clip, clip).astype(np.float32)
+
+    def state_dict(self) -> dict:
+        return {"mean": torch.tensor(self.mean), "var": torch.tensor(self.var), "count": float(self.count)}
+
+    def load_state_dict(self, state: dict) -> "RunningMeanStd":
+        self.mean, self.var = state["mean"].numpy().astype(np.float64), state["var"].numpy().astype(np.float64)
+        self.count = state["count"]
+        return self
+
+
+# ----------------------------------------------------------------------------------------------------
+# Networks (paper Table 4): separate actor and critic of the same architecture
+# ----------------------------------------------------------------------------------------------------
+ARCHS = {
+    "mlp": {"smaller": {"hidden": [128, 64]}, "same": {"hidden": [256, 256]}, "larger": {"hidden": [512, 512]}},
+    "atari": {"smaller": {"cnn": "nature", "channels": [32, 32, 32], "fc": 128},
+              "same": {"cnn": "impala", "channels": [16, 32, 32], "fc": 256},
+              "larger": {"cnn": "impala", "channels": [32, 64, 64], "fc": 1024}},
+}
+ARCHS["procgen"] = ARCHS["atari"]
+
+
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def mlp(in_dim: int, hidden: list, out_dim: int, head_std: float) -> nn.Sequential:
+    layers, last = [], in_dim
+    for h in hidden:
+        layers += [layer_init(nn.Linear(last, h)), nn.ReLU()]
+        last = h
+    return nn.Sequential(*layers, layer_init(nn.Linear(last, out_dim), std=head_std))
+
+
+class NatureCNN(nn.Module):
+    """Nature-DQN CNN: conv 8x8 s4 -> conv 4x4 s2 -> conv 3x3 s1 (ReLU) -> flatten -> fc -> ReLU -> head."""
+
+    def __init__(self, in_channels, out_dim, fc=128, channels=(32, 32, 32), in_hw=84, head_std=0.01):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.convs = nn.Sequential(
+            layer_init(nn.Conv2d(in_channels, c1, 8, stride=4)), nn.ReLU(),
+            layer_init(nn.Conv2d(c1, c2, 4, stride=2)), nn.ReLU(),
+            layer_init(nn.Conv2d(c2, c3, 3, stride=1)), nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():  # flattened size for this input size (7x7 at 84, 4x4 at 64)
+            n_flat = self.convs(torch.zeros(1, in_channels, in_hw, in_hw)).shape[1]
+        self.fc = nn.Sequential(layer_init(nn.Linear(n_flat, fc)), nn.ReLU())
+        self.head = layer_init(nn.Linear(fc, out_dim), std=head_std)
+
+    def forward(self, x):
+        return self.head(self.fc(self.convs(x.float() / 255.0)))  # uint8 frames in
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv0 = layer_init(nn.Conv2d(channels, channels, 3, padding=1))
+        self.conv1 = layer_init(nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.conv1(torch.relu(self.conv0(torch.relu(x))))
+
+
+class ImpalaCNN(nn.Module):
+    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3 -> maxpool 3 s2 p1 -> 2 residual blocks;
+    after the stages: flatten -> ReLU -> fc -> ReLU -> head."""
+
+    def __init__(self, in_channels, out_dim, channels=(16, 32, 32), fc=256, in_hw=84, head_std=0.01):
+        super().__init__()
+        layers, c_in = [], in_channels
+        for c in channels:
+            layers += [
+                layer_init(nn.Conv2d(c_in, c, 3, padding=1)),
+                nn.MaxPool2d(3, stride=2, padding=1),
+                ResidualBlock(c),
+                ResidualBlock(c),
+            ]
+            c_in = c
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        with torch.no_grad():  # 84 -> 42 -> 21 -> 11;  64 -> 32 -> 16 -> 8
+            n_flat = self.convs(torch.zeros(1, in_channels, in_hw, in_hw)).shape[1]
+        self.fc = nn.Sequential(nn.ReLU(), layer_init(nn.Linear(n_flat, fc)), nn.ReLU())
+        self.head = layer_init(nn.Linear(fc, out_dim), std=head_std)
+
+    def forward(self, x):
+        return self.head(self.fc(self.convs(x.float() / 255.0)))
+
+
+def make_body(domain: str, config: dict, obs_shape: tuple, out_dim: int, head_std: float) -> nn.Module:
+    if domain == "mlp":
+        return mlp(int(np.prod(obs_shape)), config["hidden"], out_dim, head_std)
+    cnn = NatureCNN if config["cnn"] == "nature" else ImpalaCNN
+    return cnn(obs_shape[0], out_dim, channels=tuple(config["channels"]), fc=config["fc"], in_hw=obs_shape[-1], head_std=head_std)
+
+
+class Actor(nn.Module):
+    """pi(a|s): Categorical over logits, or a diagonal Gaussian with a state-independent log-std (actions are
+    clipped only when sent to the env)."""
+
+    def __init__(self, body: nn.Module, action_space: gym.Space):
+        super().__init__()
+        self.body = body
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        if self.continuous:
+            self.log_std = nn.Parameter(torch.zeros(1, int(np.prod(action_space.shape))))
+
+    def forward(self, obs: torch.Tensor):
+        out = self.body(obs)
+        if self.continuous:
+            return Independent(Normal(out, self.log_std.expand_as(out).exp()), 1)
+        return Categorical(logits=out)
+
+
+class Agent(nn.Module):
+    def __init__(self, domain: str, config: dict, obs_shape: tuple, action_space: gym.Space):
+        super().__init__()
+        n_out = int(np.prod(action_space.shape)) if isinstance(action_space, gym.spaces.Box) else int(action_space.n)
+        self.actor = Actor(make_body(domain, config, obs_shape, n_out, head_std=0.01), action_space)
+        self.critic = make_body(domain, config, obs_shape, 1, head_std=1.0)
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+
+def greedy_action(dist) -> torch.Tensor:
+    return dist.base_dist.loc if isinstance(dist, Independent) else dist.probs.argmax(-1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# ALGO LOGIC: the distillation step (paper Algorithm 3, step 5; the same as Algorithm 2's)
+# ----------------------------------------------------------------------------------------------------
+def dist_params(dist) -> tuple:
+    """(logits,) of a Categorical or (mean, log_std) of a diagonal Gaussian: what the rollout stores of the teacher."""
+    if isinstance(dist, Independent):
+        return dist.base_dist.loc, dist.base_dist.scale.log()
+    return (dist.logits,)
+
+
+def kl_divergence(teacher: tuple, student: tuple, direction: str = "forward") -> torch.Tensor:
+    """Analytic KL over the whole action distribution, per state: KL(teacher || student) for 'forward',
+    KL(student || teacher) for 'reverse'. Categorical: (logits,); diagonal Gaussian: (mean, log_std), summed
+    over action dimensions."""
+    p, q = (teacher, student) if direction == "forward" else (student, teacher)
+    if len(p) == 1:
+        log_p, log_q = torch.log_softmax(p[0], -1), torch.log_softmax(q[0], -1)
+        return (log_p.exp() * (log_p - log_q)).sum(-1)
+    (mean_p, log_std_p), (mean_q, log_std_q) = p, q
+    var_ratio = torch.exp(2 * (log_std_p - log_std_q))
+    return (0.5 * (var_ratio + ((mean_p - mean_q) / log_std_q.exp()) ** 2 - 1) - (log_std_p - log_std_q)).sum(-1)
+
+
+def add_teacher_noise(agent: nn.Module, std: float, seed: int) -> None:
+    """The paper's imperfect teacher: independent N(0, std^2) noise on every parameter, reproducible by seed."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in agent.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * std)
+
+
+def distill_update(agent: Agent, optimizer: optim.Optimizer, b_obs: torch.Tensor, b_teacher: tuple,
+                   b_teacher_value: torch.Tensor, args: Args) -> dict:
+    """One gradient step on the whole rollout towards the frozen teacher, whose outputs on b_obs (b_teacher:
+    (logits,) or (mean, log_std); b_teacher_value: V_teacher) were computed without gradients. Returns the logs;
+    raises NonFiniteLoss, leaving the parameters untouched, if the loss or its gradient is not finite."""
+    dist = agent.actor(b_obs)
+    kl = kl_divergence(b_teacher, dist_params(dist), args.kl_direction)
+    entropy = dist.entropy().mean()
+    v_loss = ((agent.get_value(b_obs) - b_teacher_value) ** 2).mean()  # critic regressed to the teacher's; no 1/2, as the paper
+    distill_loss = kl.mean()
+    loss = distill_loss - args.ent_coef * entropy + args.vf_coef * v_loss
+    optimizer.zero_grad()
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+    if not torch.isfinite(torch.stack([loss.detach(), grad_norm])).all():
+        terms = {"distill_loss": distill_loss, "value_loss": v_loss, "entropy": entropy}
+        raise NonFiniteLoss(", ".join(name for name, value in terms.items() if not torch.isfinite(value).all()) or "gradient")
+    optimizer.step()
+    with torch.no_grad():  # how close the student's greedy policy is to the teacher's (before this step)
+        if agent.actor.continuous:  # distance between the Gaussians' means
+            agreement = ("distill/mean_action_distance", (dist.base_dist.loc - b_teacher[0]).norm(dim=-1).mean().item())
+        else:  # fraction of states where both pick the same greedy action
+            agreement = ("distill/greedy_agreement", (dist.logits.argmax(-1) == b_teacher[0].argmax(-1)).float().mean().item())
+    return {"losses/distill_loss": distill_loss.item(), "losses/value_loss": v_loss.item(),
+            "losses/entropy": entropy.item(), "distill/kl": distill_loss.item(), agreement[0]: agreement[1]}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints (SPEC section 7): one self-describing file, the same for teachers and students
+# ----------------------------------------------------------------------------------------------------
+def space_dict(space: gym.Space) -> dict:
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "discrete", "n": int(space.n)}
+    return {"type": "box", "shape": list(space.shape), "low": space.low.tolist(), "high": space.high.tolist()}
+
+
+def space_from_dict(d: dict) -> gym.Space:
+    if d["type"] == "discrete":
+        return gym.spaces.Discrete(d["n"])
+    return gym.spaces.Box(np.array(d["low"], np.float32), np.array(d["high"], np.float32), dtype=np.float32)
+
+
+def atomic_save(obj, path: str, as_json: bool = False) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    if as_json:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+    else:
+        torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def model_dict(agent: Agent, domain: str, args: Args, obs_shape, action_space, obs_rms, env_config: dict,
+               global_step: int, evaluation=None) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "env_id": args.env_id,
+        "domain": domain,
+        "arch": args.student_arch,
+        "arch_config": ARCHS[domain][args.student_arch],
+        "actor": agent.actor.state_dict(),
+        "critic": agent.critic.state_dict(),
+        "obs_shape": list(obs_shape),
+        "action_space": space_dict(action_space),
+        "obs_rms": obs_rms.state_dict() if obs_rms is not None else None,  # the teacher's, unchanged
+        "env_config": env_config,  # the teacher's (frame skip, Procgen levels)
+        "args": asdict(args),
+        "global_step": global_step,
+        "eval": evaluation,
+    }
+
+
+def load_checkpoint(path: str, env_id: Optional[str] = None) -> dict:
+    """Read a checkpoint and check it against the env; raise UsageError with a one-line reason otherwise."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.pt") if os.path.exists(os.path.join(path, "model.pt")) else os.path.join(path, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise UsageError(f"checkpoint '{path}' does not exist; pass the model.pt written by train_teacher.py")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, ...
+        raise UsageError(f"cannot read checkpoint '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                         "it is truncated or not a checkpoint, train or copy it again")
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); pass a model.pt written by train_teacher.py")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise UsageError(f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read "
+                         f"version {FORMAT_VERSION}; re-save it with the matching version of the scripts")
+    if env_id is not None and ckpt["env_id"] != env_id:
+        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; "
+                         f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}")
+    if ckpt["domain"] == "mlp" and ckpt.get("obs_rms") is None:
+        raise UsageError(f"checkpoint '{path}' has no observation normalization statistics; without them the policy is useless")
+    return ckpt
+
+
+def check_fits_env(ckpt: dict, path: str, obs_shape: tuple, action_space: gym.Space) -> None:
+    if tuple(ckpt["obs_shape"]) != tuple(obs_shape):
+        raise UsageError(f"checkpoint '{path}' expects observations of shape {tuple(ckpt['obs_shape'])}, the env gives "
+                         f"{tuple(obs_shape)}; use a checkpoint trained on this env")
+    if ckpt["action_space"] != space_dict(action_space):
+        raise UsageError(f"checkpoint '{path}' has action space {ckpt['action_space']}, the env has "
+                         f"{space_dict(action_space)}; use a checkpoint trained on this env")
+
+
+def agent_from_checkpoint(ckpt: dict) -> Agent:
+    agent = Agent(ckpt["domain"], ckpt["arch_config"], tuple(ckpt["obs_shape"]), space_from_dict(ckpt["action_space"]))
+    agent.actor.load_state_dict(ckpt["actor"])
+    agent.critic.load_state_dict(ckpt["critic"])
+    return agent
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation (SPEC section 5): student and teacher, same protocol and seeds
+# ----------------------------------------------------------------------------------------------------
+def evaluate(actor: Actor, env_id: str, domain: str, env_config: dict, episodes: int, seed: int, device, obs_rms=None,
+             deterministic: bool = True, procgen_levels=None, num_envs: int = 10) -> list:
+    """Returns of `episodes` full episodes; each env plays a fixed quota, so short episodes are not favoured."""
+    num_envs = min(num_envs, episodes)
+    envs = make_envs(env_id, domain, env_config, num_envs, seed, evaluation=True, procgen_levels=procgen_levels)
+    quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
+    returns = [[] for _ in range(num_envs)]
+    obs, _ = envs.reset(seed=seed)
+    actor.eval()
+    while any(len(r) < q for r, q in zip(returns, quota)):
+        x = obs_rms.normalize(obs) if obs_rms is not None else obs
+        with torch.no_grad():
+            dist = actor(torch.as_tensor(x, device=device))
+            action = greedy_action(dist) if deterministic else dist.sample()
+        action = action.cpu().numpy()
+        if actor.continuous:
+            action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
+        obs, _, _, _, info = envs.step(action)
+        for i in np.flatnonzero(info.get("_episode", [])):
+            if len(returns[i]) < quota[i]:
+                returns[i].append(float(info["episode"]["r"][i]))
+    envs.close()
+    return [r for env_returns in returns for r in env_returns]
+
+
+def eval_summary(returns: list) -> dict:
+    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
+            "episodes": len(returns), "returns": returns}
+
+
+def eval_levels(env_config: dict) -> tuple:
+    """Procgen test levels (start, count): a block of seeds right after the training levels, so none is a training level."""
+    return (env_config.get("procgen_start_level", 0) + env_config.get("procgen_num_levels", 200), 100_000)
+
+
+def human_normalized(env_id: str, score: float) -> Optional[float]:
+    """(score - random) / (human - random) of Badia et al. (2020); None for a game outside the table."""
+    if atari_game(env_id) not in ATARI_RANDOM_HUMAN:
+        return None
+    random_score, human_score = ATARI_RANDOM_HUMAN[atari_game(env_id)]
+    return (score - random_score) / (human_score - random_score)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Run folders
+# ----------------------------------------------------------------------------------------------------
+STRUCTURAL = ("env_id", "teacher", "student_arch", "seed", "num_envs", "num_steps", "kl_direction", "teacher_noise_std")
+
+
+def prepare_run(args: Args, default_name: str):
+    """Validate the output folder (and the checkpoint to resume) before any training; returns (run_dir, state)."""
+    if args.resume:
+        run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume))
+        path = os.path.join(run_dir, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
+        state = load_checkpoint(path, env_id=args.env_id)
+        if "train_state" not in state:
+            raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
+        changed = [k for k in STRUCTURAL if state["args"].get(k) != getattr(args, k)]
+        if changed:
+            raise UsageError(f"--resume: these flags differ from the interrupted run: "
+                             + ", ".join(f"--{k.replace('_', '-')} {state['args'][k]!r} (now {getattr(args, k)!r})" for k in changed)
+                             + "; resume with the run's original flags")
+        batch = args.num_envs * args.num_steps
+        if state["global_step"] >= (args.total_timesteps // batch) * batch and os.path.exists(os.path.join(run_dir, "model.pt")):
+            raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; raise --total-timesteps to continue it")
+        return run_dir, state
+    run_dir = os.path.join(args.output_dir, args.run_name or default_name)
+    if os.path.exists(run_dir):
+        raise UsageError(f"run folder '{run_dir}' already exists; pick another --run-name, or --resume {run_dir}")
+    try:
+        os.makedirs(args.output_dir, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); pass a writable --output-dir")
+    if not os.access(args.output_dir, os.W_OK):
+        raise UsageError(f"output folder '{args.output_dir}' is not writable; pass a writable --output-dir")
+    os.makedirs(run_dir)
+    return run_dir, None
+
+
+def main(args: Args) -> dict:
+    # ---- everything that can be wrong with the input is checked before any training or writing
+    try:
+        for name in ("num_envs", "num_steps", "total_timesteps"):
+            if getattr(args, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+        for name in ("ent_coef", "vf_coef", "teacher_noise_std"):
+            if getattr(args, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+        if args.learning_rate <= 0 or args.max_grad_norm <= 0:
+            raise UsageError(f"--learning-rate and --max-grad-norm must be positive, got {args.learning_rate} and {args.max_grad_norm}")
+        if args.env_id is not None:
+            check_env_id(args.env_id)  # a typo gets the closest known ids
+        teacher_ckpt = load_checkpoint(args.teacher, env_id=args.env_id)
+        args.env_id = args.env_id or teacher_ckpt["env_id"]
+        domain, env_config = teacher_ckpt["domain"], teacher_ckpt["env_config"]
+        if args.eval_episodes is None:
+            args.eval_episodes = 200 if domain == "procgen" else 50
+        if args.eval_episodes < 1:
+            raise UsageError(f"--eval-episodes must be at least 1, got {args.eval_episodes}")
+        if args.total_timesteps < args.num_envs * args.num_steps:
+            raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
+                             f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
+        envs = make_envs(args.env_id, domain, env_config, args.num_envs, args.seed)
+        check_fits_env(teacher_ckpt, args.teacher, envs.single_observation_space.shape, envs.single_action_space)
+        default_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir, resume_state = prepare_run(args, default_name)
+    except UsageError as e:
+        fail(str(e))
+    batch_size = args.num_envs * args.num_steps
+    num_iterations = args.total_timesteps // batch_size
+    obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # the teacher is built before seeding, so that the student's initialization matches the other scripts'
+    teacher = agent_from_checkpoint(teacher_ckpt)
+    if args.teacher_noise_std > 0:
+        add_teacher_noise(teacher, args.teacher_noise_std, args.seed)
+    teacher = teacher.to(device).eval().requires_grad_(False)  # frozen
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    agent = Agent(domain, ARCHS[domain][args.student_arch], obs_shape, action_space).to(device)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
+    # MLP domain: the teacher's observation normalization, frozen, for what both networks see (paper A.2)
+    obs_rms = RunningMeanStd(obs_shape).load_state_dict(teacher_ckpt["obs_rms"]) if domain == "mlp" else None
+    global_step, start_iteration, env_seed = 0, 1, args.seed
+    if resume_state is not None:
+        agent.actor.load_state_dict(resume_state["actor"])
+        agent.critic.load_state_dict(resume_state["critic"])
+        ts = resume_state["train_state"]
+        optimizer.load_state_dict(ts["optimizer"])
+        torch.set_rng_state(ts["torch_rng"])
+        np.random.set_state(tuple(x.numpy() if torch.is_tensor(x) else x for x in ts["numpy_rng"]))
+        random.setstate(ts["python_rng"])
+        global_step, start_iteration = resume_state["global_step"], ts["iteration"] + 1
+        env_seed = args.seed + global_step  # fresh episodes: environment states cannot be restored
+        print(f"resuming {run_dir} at step {global_step}", flush=True)
+
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
+                   name=os.path.basename(run_dir), sync_tensorboard=True, save_code=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resume_state is not None else None)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    # SLURM sends SIGTERM before it kills a job: finish the update, write a checkpoint, exit
+    stop = {"signal": None}
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+
+    def save_checkpoint(iteration: int) -> None:
+        state = model_dict(agent, domain, args, obs_shape, action_space, obs_rms, env_config, global_step)
+        np_state = np.random.get_state()
+        state["train_state"] = {"optimizer": optimizer.state_dict(), "iteration": iteration, "torch_rng": torch.get_rng_state(),
+                                "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
+                                "python_rng": random.getstate()}
+        atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
+
+    def prepare_obs(raw: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(obs_rms.normalize(raw) if obs_rms is not None else raw, device=device)
+
+    # ALGO LOGIC: storage setup (pixel observations stay uint8); the teacher's outputs are stored as it acts
+    obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.float32 if domain == "mlp" else torch.uint8,
+                      device=device)
+    n_out = int(np.prod(action_space.shape)) if agent.actor.continuous else int(action_space.n)
+    teacher_params = tuple(torch.zeros((args.num_steps, args.num_envs, n_out), device=device)
+                           for _ in range(2 if agent.actor.continuous else 1))  # (logits,) or (mean, log_std)
+    teacher_values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    print(ACTING_NOTE, flush=True)
+    writer.add_text("note", ACTING_NOTE)
+
+    raw_obs, _ = envs.reset(seed=env_seed)
+    next_obs = prepare_obs(raw_obs)
+    recent_returns, start_time, start_step = [], time.time(), global_step
+    progress = tqdm(total=args.total_timesteps, initial=global_step, unit="step", dynamic_ncols=True,
+                    mininterval=1 if sys.stderr.isatty() else 30, desc=os.path.basename(run_dir))
+    iteration = start_iteration - 1
+    for iteration in range(start_iteration, num_iterations + 1):
+        # ---- rollout: the TEACHER acts (Algorithm 3, step 4); rewards (the teacher's) are only logged
+        for step in range(args.num_steps):
+            global_step += args.num_envs
+            obs[step] = next_obs
+            with torch.no_grad():  # this forward picks the action and gives the update's targets: no second one
+                teacher_dist = teacher.actor(next_obs)
+                action = teacher_dist.sample()
+                for buffer, param in zip(teacher_params, dist_params(teacher_dist)):
+                    buffer[step] = param
+                teacher_values[step] = teacher.get_value(next_obs)
+            env_action = action.cpu().numpy()
+            if agent.actor.continuous:
+                env_action = np.clip(env_action, action_space.low, action_space.high)
+            raw_obs, _, _, _, info = envs.step(env_action)
+            next_obs = prepare_obs(raw_obs)
+            for i in np.flatnonzero(info.get("_episode", [])):
+                recent_returns = (recent_returns + [float(info["episode"]["r"][i])])[-20:]
+                writer.add_scalar("charts/episodic_return", info["episode"]["r"][i], global_step)
+                writer.add_scalar("charts/episodic_length", info["episode"]["l"][i], global_step)
+
+        # ---- one gradient step on the whole rollout (Algorithm 3, step 5)
+        b_obs = obs.reshape((-1,) + obs_shape)
+        b_teacher = tuple(x.reshape(batch_size, n_out) for x in teacher_params)
+        try:
+            logs = distill_update(agent, optimizer, b_obs, b_teacher, teacher_values.reshape(-1), args)
+        except NonFiniteLoss as e:
+            writer.close()
+            print(file=sys.stderr)  # off the progress bar's line
+            fail(f"non-finite {e} in update {iteration}; the run stopped, its last good checkpoint is in {run_dir} "
+                 "(try a lower --learning-rate, or check the teacher checkpoint and the env's observations)", code=3)
+
+        sps = int((global_step - start_step) / (time.time() - start_time))
+        for tag, value in logs.items():
+            writer.add_scalar(tag, value, global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+        progress.update(batch_size)
+        progress.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
+                             kl=f"{logs['distill/kl']:.3f}", refresh=False)
+
+        if stop["signal"] is not None or (args.checkpoint_every and global_step // args.checkpoint_every
+                                          > (global_step - batch_size) // args.checkpoint_every):
+            save_checkpoint(iteration)
+        if stop["signal"] is not None:
+            writer.close()
+            print(f"\nstopped by signal {stop['signal']} at step {global_step}; checkpoint written, continue with "
+                  f"--resume {run_dir}", file=sys.stderr)
+            sys.exit(128 + stop["signal"])
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
+    progress.close()
+    envs.close()
+    save_checkpoint(iteration)
+
+    # ---- final evaluation (SPEC section 5): student and teacher, same protocol and seeds
+    deterministic = domain != "procgen"  # Procgen: stochastic actions, unseen test levels
+
+    def run_eval(actor: Actor, procgen_levels=None) -> dict:
+        return eval_summary(evaluate(actor, args.env_id, domain, env_config, args.eval_episodes, args.seed + 10_000,
+                                     device, obs_rms, deterministic, procgen_levels))
+
+    levels = eval_levels(env_config) if domain == "procgen" else None
+    student_eval, teacher_eval = run_eval(agent.actor, levels), run_eval(teacher.actor, levels)
+    evaluation = {"env_id": args.env_id, "method": "teacher-distill", "student_arch": args.student_arch,
+                  "seed": args.seed, "teacher_checkpoint": args.teacher, "global_step": global_step, "deterministic": deterministic,
+                  "kl_direction": args.kl_direction, "teacher_noise_std": args.teacher_noise_std,
+                  "student": student_eval, "teacher": teacher_eval}
+    student_score, teacher_score = student_eval["mean_return"], teacher_eval["mean_return"]
+    if args.teacher_noise_std > 0:  # the uncorrupted teacher too, the reference of the paper's Table 2
+        evaluation["teacher_clean"] = run_eval(agent_from_checkpoint(teacher_ckpt).to(device).actor, levels)
+    if domain == "procgen":
+        evaluation["test_levels"] = {"start_level": levels[0], "num_levels": levels[1]}
+        evaluation["train_levels"] = {"student": run_eval(agent.actor), "teacher": run_eval(teacher.actor)}
+    if domain == "atari":
+        random_score, human_score = ATARI_RANDOM_HUMAN.get(atari_game(args.env_id), (None, None))
+        evaluation["human_normalized"] = {"student": human_normalized(args.env_id, student_score),
+                                          "teacher": human_normalized(args.env_id, teacher_score),
+                                          "random": random_score, "human": human_score}
+        if random_score is not None:  # the fraction of teacher compares human-normalized scores (SPEC section 5)
+            student_score, teacher_score = evaluation["human_normalized"]["student"], evaluation["human_normalized"]["teacher"]
+    evaluation["fraction_of_teacher"] = student_score / teacher_score if teacher_score != 0 else None
+    evaluation["command"] = " ".join(["python"] + sys.argv)
+
+    model_eval = {"env_id": args.env_id, "arch": args.student_arch, "global_step": global_step,
+                  "deterministic": deterministic, **student_eval}  # the layout of a teacher's eval
+    if domain == "procgen":
+        model_eval["train_levels"] = evaluation["train_levels"]["student"]
+    atomic_save(model_dict(agent, domain, args, obs_shape, action_space, obs_rms, env_config, global_step, model_eval),
+                os.path.join(run_dir, "model.pt"))
+    atomic_save(evaluation, os.path.join(run_dir, "eval.json"), as_json=True)
+    writer.add_scalar("eval/student_mean_return", student_eval["mean_return"], global_step)
+    writer.close()
+    fraction = evaluation["fraction_of_teacher"]
+    print(f"\n{args.env_id}, {args.eval_episodes} evaluation episodes ({'deterministic' if deterministic else 'stochastic, test levels'}):\n"
+          f"  teacher{' (noisy)' if args.teacher_noise_std > 0 else ''}: {teacher_eval['mean_return']:9.2f} +- {teacher_eval['std_return']:.2f}\n"
+          f"  student ({args.student_arch}): {student_eval['mean_return']:9.2f} +- {student_eval['std_return']:.2f}"
+          f"   = {'n/a' if fraction is None else f'{fraction:.1%}'} of the teacher\n"
+          f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}")
+    return evaluation
+
+
+if __name__ == "__main__":
+    import tyro
+
+    main(tyro.cli(Args))
