@@ -328,7 +328,7 @@ def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, act
         raise UsageError(f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read "
                          f"version {FORMAT_VERSION}; re-save it with the matching version of the scripts")
     if ckpt["domain"] != "mlp":
-        raise UsageError(f"checkpoint '{path}' is a {ckpt['domain']} model ({ckpt['env_id']}); use ppd_{ckpt['domain']}.py for it")
+        raise UsageError(f"checkpoint '{path}' is a model of the {ckpt['domain']} domain ({ckpt['env_id']}); use ppd_{ckpt['domain']}.py for it")
     if env_id is not None and ckpt["env_id"] != env_id:
         raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; "
                          f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}")
