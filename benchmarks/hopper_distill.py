@@ -88,7 +88,9 @@ def report(args) -> None:
         f.write(f"# Hopper-v5: distilling the shipped teacher, {args.budget:,} environment steps per run\n\n"
                 f"Final evaluation: {args.eval_episodes} deterministic episodes per run, student and teacher on the same "
                 f"seeds. Fraction = student return / teacher return, per seed, then mean +- std over seeds.\n"
-                f"Made by `python benchmarks/hopper_distill.py {' '.join(sys.argv[1:])}`.\n\n"
+                f"Runs made by `python benchmarks/hopper_distill.py --budget {args.budget}` (the exact command of each run "
+                f"is in results/hopper_distill.json); this report by `python benchmarks/hopper_distill.py "
+                f"{' '.join(sys.argv[1:])}`.\n\n"
                 "| run | seeds | student return | teacher return | fraction of teacher | per seed |\n|-|-|-|-|-|-|\n")
         for r in rows:
             f.write(f"| {r['run']} | {r['seeds']} | {r['student_return_mean']:.0f} | {r['teacher_return_mean']:.0f} | "
