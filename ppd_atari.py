@@ -1,0 +1,866 @@
+"""Proximal Policy Distillation (Spigler, TMLR 2025) with CNN students on Atari.
+
+PPD is PPO in which the student collects the data and its loss also pulls it towards a frozen teacher
+(paper Eq. 2, Algorithm 1):
+
+    L = L_PPO-clip - alpha * H(pi_student) + lambda * KL(pi_teacher || pi_student) * max(ratio, 1 - eps) + c_v * L_V
+
+Every line this script adds to plain PPO (train_teacher.py) ends in `# PPD`, so `grep -n "# PPD" ppd_atari.py`
+lists the whole method. With `--distill-coef 0` the script is PPO, number for number. The environment is the
+teacher's (its checkpoint fixes the game and the frame skip); evaluation plays full games (all lives) with
+greedy actions and reports human-normalized scores.
+
+    python train_teacher.py --env-id PongNoFrameskip-v4 --run-name pong && cp runs/pong/model.pt teachers/PongNoFrameskip-v4.pt
+    python ppd_atari.py --student-arch smaller             # teachers/PongNoFrameskip-v4.pt -> Nature-CNN student
+"""
+
+import difflib
+import json
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+from torch.distributions import Categorical
+from tqdm import tqdm
+
+FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
+
+
+@dataclass
+class Args:
+    # General settings
+    teacher: str = "teachers/PongNoFrameskip-v4.pt"  # PPD
+    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts); it also fixes the frame skip"""
+    env_id: Optional[str] = None
+    """`<Game>NoFrameskip-v4` or `ALE/<Game>-v5` (default: the teacher's env)"""
+    student_arch: Literal["smaller", "same", "larger"] = "same"
+    """student network size (paper Table 4: Nature-CNN 32-32-32 fc 128, IMPALA-CNN 16-32-32 fc 256, IMPALA-CNN 32-64-64 fc 1024)"""
+    exp_name: str = "ppd"
+    """name of the experiment, part of the default run name"""
+    seed: int = 1
+    """seed of torch, numpy, random and the environments"""
+    torch_deterministic: bool = True
+    """sets `torch.backends.cudnn.deterministic`"""
+    cuda: bool = True
+    """use CUDA when it is available (`--no-cuda` forces the CPU)"""
+    track: bool = False
+    """also log to Weights & Biases (imported only then)"""
+    wandb_project_name: str = "ppd"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases entity (team)"""
+    output_dir: str = "runs"
+    """folder that holds the run folders"""
+    run_name: Optional[str] = None
+    """run folder name under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`); an existing run folder is never overwritten"""
+    checkpoint_every: int = 100_000
+    """write `checkpoint.pt` (atomically) every this many environment steps; 0 writes it only at the end"""
+    resume: Optional[str] = None
+    """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
+    eval_episodes: int = 50
+    """full games (all lives, greedy actions) of the final evaluation, for the student and for the teacher (same seeds)"""
+
+    # Algorithm settings (paper A.3: the teacher's PPO settings except gamma, ent_coef and num_steps)
+    distill_coef: float = 1.0  # PPD
+    """lambda, weight of the distillation term; 0 gives plain PPO"""
+    kl_direction: Literal["forward", "reverse"] = "forward"  # PPD
+    """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""
+    teacher_noise_std: float = 0.0  # PPD
+    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (paper: 0.05)"""
+    total_timesteps: int = 2_000_000
+    """environment steps to train"""
+    learning_rate: float = 3e-4
+    """Adam learning rate"""
+    anneal_lr: bool = False
+    """decay the learning rate linearly to 0"""
+    num_envs: int = 18
+    """parallel environments"""
+    num_steps: int = 64
+    """steps per environment per rollout"""
+    minibatch_size: int = 512
+    """requested minibatch size: each rollout is split into the whole number of equal minibatches closest to it (18 x 64 = 1152 samples -> 2 x 576)"""
+    update_epochs: int = 4
+    """passes over each rollout"""
+    gamma: float = 0.999
+    """discount factor"""
+    gae_lambda: float = 0.9
+    """lambda of generalized advantage estimation"""
+    clip_coef: float = 0.2
+    """PPO clip coefficient epsilon (also clips the distillation term)"""
+    ent_coef: float = 0.0
+    """entropy coefficient alpha"""
+    vf_coef: float = 0.5
+    """value loss coefficient c_v"""
+    max_grad_norm: float = 0.5
+    """gradient clipping norm"""
+    norm_adv: bool = True
+    """normalize advantages per minibatch"""
+    norm_reward: bool = True
+    """scale rewards by a running estimate of the std of the discounted return"""
+    adam_eps: float = 1e-5
+    """Adam epsilon"""
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr with exit code 2, before anything is written."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: str) -> None:
+    """A NaN or inf stops the run before it reaches the parameters (and so any checkpoint), naming the term."""
+    if torch.isfinite(torch.stack([loss.detach(), grad_norm])).all():
+        return
+    bad = [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["gradient"]
+    print(file=sys.stderr)  # off the progress bar's line
+    fail(f"non-finite {', '.join(bad)} in update {iteration}; the run stopped, its last good checkpoint is in {run_dir} "
+         "(try a lower --learning-rate, or check the env's rewards and observations)", code=3)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Environments
+# ----------------------------------------------------------------------------------------------------
+def atari_game(env_id: str) -> str:
+    """PongNoFrameskip-v4 / ALE/Pong-v5 / MsPacmanNoFrameskip-v4 -> ale-py's ROM name 'pong' / 'ms_pacman'."""
+    name = env_id.split("/")[-1].split("-")[0].removesuffix("NoFrameskip")
+    return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise UsageError naming the closest known ids when env_id is not an Atari game of ale-py."""
+    from ale_py.roms import get_all_rom_ids
+
+    if not (env_id.endswith("NoFrameskip-v4") or env_id.startswith("ALE/")):
+        raise UsageError(f"'{env_id}' is not an Atari env id (<Game>NoFrameskip-v4 or ALE/<Game>-v5); "
+                         "Procgen: ppd_procgen.py, flat-Box envs: ppd_mujoco.py")
+    roms = get_all_rom_ids()
+    if atari_game(env_id) not in roms:
+        close = difflib.get_close_matches(atari_game(env_id), roms, n=3)
+        names = ["".join(p.capitalize() for p in r.split("_")) + "NoFrameskip-v4" for r in close]
+        raise UsageError(f"unknown Atari game in '{env_id}'; closest known ids: {', '.join(names) or 'none'}")
+
+
+class AtariEnvs:
+    """AtariVectorEnv plus the two things it does not give directly: the training episode ending at a
+    life loss while the game goes on, and full-game episode statistics.
+
+    AtariVectorEnv runs in SAME_STEP autoreset mode: when a GAME ends (game over, or 108k-frame truncation)
+    it is reset within the same step, obs[i] is the new game's first frame and the ALE's info["final_obs"][i]
+    holds the last frame of the old game (its other rows are stale, so we build our own final_obs).
+
+    Life loss: we run with life_loss_info=False (so the ALE's terminated flag means exactly "game over")
+    and detect a life loss ourselves as a drop of info["lives"]. This gives bit-for-bit the same
+    terminated signal as life_loss_info=True (checked on Breakout, MsPacman, Seaquest, Pong), and tells
+    us, without guessing, which terminations are real game ends. On a life loss the game is NOT reset:
+    obs[i] continues the same game, and final_obs[i] = obs[i] (it is terminal anyway, never bootstrapped).
+    """
+
+    def __init__(self, game: str, num_envs: int, seed: int, frame_skip: int, repeat_action_probability: float,
+                 eval_mode: bool):
+        from ale_py.vector_env import AtariVectorEnv  # imported here: importing ale-py takes a while
+
+        self.env = AtariVectorEnv(
+            game,
+            num_envs,
+            frameskip=frame_skip,
+            repeat_action_probability=repeat_action_probability,
+            full_action_space=False,
+            max_num_frames_per_episode=108_000,  # counted in emulator frames (checked: 400 -> 100 steps at skip 4)
+            img_height=84,
+            img_width=84,
+            grayscale=True,
+            stack_num=4,
+            maxpool=True,  # max over the last two skipped frames
+            noop_max=30,
+            use_fire_reset=True,  # FIRE after each game reset (games that have FIRE); not after a life loss
+            episodic_life=False,  # True would restart the whole game at every lost life: not what we want
+            life_loss_info=False,  # life loss detected below from info["lives"] (see class docstring)
+            reward_clipping=False,  # raw rewards; the learner normalizes them
+            autoreset_mode="SameStep",
+        )
+        self.seed = seed  # used by the first reset() if it gets no seed
+        self.eval_mode = eval_mode
+        self.num_envs = num_envs
+        self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8)
+        self.single_action_space = self.env.single_action_space  # Discrete(minimal action set)
+        self.lives = np.zeros(num_envs, dtype=np.int32)
+        self.ep_return = np.zeros(num_envs, dtype=np.float64)
+        self.ep_length = np.zeros(num_envs, dtype=np.int64)
+
+    def reset(self, seed: int | None = None):
+        if seed is None:
+            seed, self.seed = self.seed, None
+        obs, info = self.env.reset(seed=seed)  # env i is seeded with seed + i (None: random)
+        self.lives = info["lives"].copy()
+        self.ep_return[:] = 0.0
+        self.ep_length[:] = 0
+        return obs, {"lives": info["lives"]}
+
+    def step(self, actions):
+        obs, reward, game_over, truncated, ale_info = self.env.step(np.asarray(actions).astype(np.int32))
+        reward = reward.astype(np.float32)  # ALE gives int32
+        game_end = game_over | truncated  # these envs were reset by the ALE within this step
+        lives = ale_info["lives"]
+        life_loss = (lives < self.lives) & ~game_end
+        self.lives = lives.copy()
+        terminated = game_over if self.eval_mode else game_over | life_loss
+
+        final_obs = obs.copy()
+        if game_end.any():  # the ALE adds "final_obs" only then
+            final_obs[game_end] = ale_info["final_obs"][game_end]
+
+        # full-game statistics (all lives), raw score, length in agent steps
+        self.ep_return += reward
+        self.ep_length += 1
+        info = {
+            "lives": lives,
+            "final_obs": final_obs,
+            "_final_obs": terminated | truncated,
+            "episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()},
+            "_episode": game_end,
+        }
+        self.ep_return[game_end] = 0.0
+        self.ep_length[game_end] = 0
+        return obs, reward, terminated, truncated, info
+
+    def close(self):
+        self.env.close()
+
+
+def make_envs(env_id: str, num_envs: int, seed: int, frame_skip: int, eval_mode: bool = False) -> AtariEnvs:
+    """Atari vector env with the usual DQN/PPO preprocessing (84x84 gray, 4-frame stack, noop-30 reset,
+    max-pool over skipped frames, 108k-frame limit, minimal action set).
+    Training (eval_mode=False): a life loss gives terminated=True while the game goes on.
+    Evaluation (eval_mode=True): terminated only at game over (full games, all lives).
+    Sticky actions: 0.0 for '...NoFrameskip-v4' ids, 0.25 for 'ALE/...-v5' ids.
+    Env i is seeded with seed + i by the first reset() (or by reset(seed=...))."""
+    sticky = 0.25 if env_id.endswith("-v5") else 0.0
+    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode)
+
+
+class RunningMeanStd:
+    """Running mean and variance (parallel algorithm of Chan et al.), as in SB3's VecNormalize."""
+
+    def __init__(self, shape=()):
+        self.mean, self.var, self.count = np.zeros(shape, np.float64), np.ones(shape, np.float64), 1e-4
+
+    def update(self, x: np.ndarray) -> None:
+        batch_mean, batch_var, batch_count = x.mean(0), x.var(0), x.shape[0]
+        delta, total = batch_mean - self.mean, self.count + batch_count
+        self.mean = self.mean + delta * batch_count / total
+        self.var = (self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total) / total
+        self.count = total
+
+    def state_dict(self) -> dict:
+        return {"mean": torch.tensor(self.mean), "var": torch.tensor(self.var), "count": float(self.count)}
+
+    def load_state_dict(self, state: dict) -> "RunningMeanStd":
+        self.mean, self.var = state["mean"].numpy().astype(np.float64), state["var"].numpy().astype(np.float64)
+        self.count = state["count"]
+        return self
+
+
+# ----------------------------------------------------------------------------------------------------
+# Human-normalized scores (SPEC section 4): (score - random) / (human - random)
+# ----------------------------------------------------------------------------------------------------
+# (random, human) per ALE ROM name: Badia et al. (2020, Agent57), the paper's 11 games. Checked against DeepMind's
+# DQN Zoo (dqn_zoo/atari_data.py) and an Agent57-style "Average Human / Random" table: all equal; Atlantis human
+# is 29028.1 in both (SPEC section 4 rounds it to 29028.0).
+HUMAN_RANDOM_SCORES = {
+    "atlantis": (12850.0, 29028.1),
+    "beam_rider": (363.9, 16926.5),
+    "crazy_climber": (10780.5, 35829.4),
+    "demon_attack": (152.1, 1971.0),
+    "enduro": (0.0, 860.5),
+    "freeway": (0.0, 29.6),
+    "ms_pacman": (307.3, 6951.6),
+    "pong": (-20.7, 14.6),
+    "qbert": (163.9, 13455.0),
+    "seaquest": (68.4, 42054.7),
+    "zaxxon": (32.5, 9173.3),
+}
+
+
+def human_normalized(game: str, score: float) -> Optional[float]:
+    """0 = the random agent's score, 1 = the human tester's; None for a game outside the table."""
+    if game not in HUMAN_RANDOM_SCORES:
+        return None
+    random_score, human_score = HUMAN_RANDOM_SCORES[game]
+    return (score - random_score) / (human_score - random_score)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Networks (paper Table 4): separate actor and critic of the same architecture
+# ----------------------------------------------------------------------------------------------------
+ARCHS = {"smaller": {"cnn": "nature", "channels": [32, 32, 32], "fc": 128},
+         "same": {"cnn": "impala", "channels": [16, 32, 32], "fc": 256},
+         "larger": {"cnn": "impala", "channels": [32, 64, 64], "fc": 1024}}
+
+
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class NatureCNN(nn.Module):
+    """Nature-DQN CNN: conv 8x8 s4 -> conv 4x4 s2 -> conv 3x3 s1 (ReLU) -> flatten -> fc -> ReLU -> head."""
+
+    def __init__(self, in_channels, out_dim, fc=128, channels=(32, 32, 32), in_hw=84, head_std=0.01):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.convs = nn.Sequential(
+            layer_init(nn.Conv2d(in_channels, c1, 8, stride=4)), nn.ReLU(),
+            layer_init(nn.Conv2d(c1, c2, 4, stride=2)), nn.ReLU(),
+            layer_init(nn.Conv2d(c2, c3, 3, stride=1)), nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():  # flattened size for this input size (7x7 at 84, 4x4 at 64)
+            n_flat = self.convs(torch.zeros(1, in_channels, in_hw, in_hw)).shape[1]
+        self.fc = nn.Sequential(layer_init(nn.Linear(n_flat, fc)), nn.ReLU())
+        self.head = layer_init(nn.Linear(fc, out_dim), std=head_std)
+
+    def forward(self, x):
+        return self.head(self.fc(self.convs(x.float() / 255.0)))  # uint8 frames in
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv0 = layer_init(nn.Conv2d(channels, channels, 3, padding=1))
+        self.conv1 = layer_init(nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.conv1(torch.relu(self.conv0(torch.relu(x))))
+
+
+class ImpalaCNN(nn.Module):
+    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3 -> maxpool 3 s2 p1 -> 2 residual blocks;
+    after the stages: flatten -> ReLU -> fc -> ReLU -> head."""
+
+    def __init__(self, in_channels, out_dim, channels=(16, 32, 32), fc=256, in_hw=84, head_std=0.01):
+        super().__init__()
+        layers, c_in = [], in_channels
+        for c in channels:
+            layers += [
+                layer_init(nn.Conv2d(c_in, c, 3, padding=1)),
+                nn.MaxPool2d(3, stride=2, padding=1),
+                ResidualBlock(c),
+                ResidualBlock(c),
+            ]
+            c_in = c
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        with torch.no_grad():  # 84 -> 42 -> 21 -> 11;  64 -> 32 -> 16 -> 8
+            n_flat = self.convs(torch.zeros(1, in_channels, in_hw, in_hw)).shape[1]
+        self.fc = nn.Sequential(nn.ReLU(), layer_init(nn.Linear(n_flat, fc)), nn.ReLU())
+        self.head = layer_init(nn.Linear(fc, out_dim), std=head_std)
+
+    def forward(self, x):
+        return self.head(self.fc(self.convs(x.float() / 255.0)))
+
+
+def make_body(config: dict, obs_shape: tuple, out_dim: int, head_std: float) -> nn.Module:
+    cnn = NatureCNN if config["cnn"] == "nature" else ImpalaCNN
+    return cnn(obs_shape[0], out_dim, channels=tuple(config["channels"]), fc=config["fc"], in_hw=obs_shape[-1], head_std=head_std)
+
+
+class Actor(nn.Module):
+    """pi(a|s): Categorical over the logits of the CNN."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, obs: torch.Tensor):
+        return Categorical(logits=self.body(obs))
+
+
+class Agent(nn.Module):
+    def __init__(self, config: dict, obs_shape: tuple, action_space: gym.Space):
+        super().__init__()
+        self.actor = Actor(make_body(config, obs_shape, int(action_space.n), head_std=0.01))
+        self.critic = make_body(config, obs_shape, 1, head_std=1.0)
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+    def get_action_and_value(self, obs: torch.Tensor, action: Optional[torch.Tensor] = None):
+        dist = self.actor(obs)
+        if action is None:
+            action = dist.sample()
+        return action, dist.log_prob(action), dist.entropy(), self.get_value(obs), dist
+
+
+def greedy_action(dist) -> torch.Tensor:
+    return dist.logits.argmax(-1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The distillation term (paper Eq. 2)
+# ----------------------------------------------------------------------------------------------------
+def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor, direction: str = "forward") -> torch.Tensor:  # PPD
+    """Analytic KL between the Categoricals over the whole action set, per state: KL(teacher || student) for
+    'forward', KL(student || teacher) for 'reverse'."""
+    log_p, log_q = torch.log_softmax(teacher_logits, -1), torch.log_softmax(student_logits, -1)
+    if direction == "reverse":
+        log_p, log_q = log_q, log_p
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def add_teacher_noise(agent: nn.Module, std: float, seed: int) -> None:  # PPD
+    """The paper's imperfect teacher: independent N(0, std^2) noise on every parameter, reproducible by seed."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in agent.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * std)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints (SPEC section 7): one self-describing file, the same for teachers and students
+# ----------------------------------------------------------------------------------------------------
+def space_dict(space: gym.Space) -> dict:
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "discrete", "n": int(space.n)}
+    return {"type": "box", "shape": list(space.shape), "low": space.low.tolist(), "high": space.high.tolist()}
+
+
+def space_from_dict(d: dict) -> gym.Space:
+    return gym.spaces.Discrete(d["n"])
+
+
+def atomic_save(obj, path: str, as_json: bool = False) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    if as_json:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+    else:
+        torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def model_dict(agent: Agent, args: Args, obs_shape, action_space, env_config, global_step, evaluation=None) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "env_id": args.env_id,
+        "domain": "atari",
+        "arch": args.student_arch,
+        "arch_config": ARCHS[args.student_arch],
+        "actor": agent.actor.state_dict(),
+        "critic": agent.critic.state_dict(),
+        "obs_shape": list(obs_shape),
+        "action_space": space_dict(action_space),
+        "obs_rms": None,
+        "env_config": env_config,  # the teacher's: a student can become the next teacher
+        "args": asdict(args),
+        "global_step": global_step,
+        "eval": evaluation,
+    }
+
+
+def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, action_space=None) -> dict:
+    """Read a checkpoint and check it against the env; raise UsageError with a one-line reason otherwise."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.pt") if os.path.exists(os.path.join(path, "model.pt")) else os.path.join(path, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise UsageError(f"checkpoint '{path}' does not exist; train a teacher with train_teacher.py "
+                         f"(e.g. `python train_teacher.py --env-id {env_id or 'PongNoFrameskip-v4'}`) and pass its model.pt with --teacher")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, ...
+        raise UsageError(f"cannot read checkpoint '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                         "it is truncated or not a checkpoint, train or copy it again")
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); pass a model.pt written by train_teacher.py")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise UsageError(f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read "
+                         f"version {FORMAT_VERSION}; re-save it with the matching version of the scripts")
+    if ckpt["domain"] != "atari":
+        script = {"mlp": "ppd_mujoco.py", "procgen": "ppd_procgen.py"}.get(ckpt["domain"], "another script")
+        raise UsageError(f"checkpoint '{path}' is a model of the {ckpt['domain']} domain ({ckpt['env_id']}); use {script} for it")
+    if env_id is not None and ckpt["env_id"] != env_id:
+        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; "
+                         f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}")
+    if obs_shape is not None and tuple(ckpt["obs_shape"]) != tuple(obs_shape):
+        raise UsageError(f"checkpoint '{path}' expects observations of shape {tuple(ckpt['obs_shape'])}, the env gives "
+                         f"{tuple(obs_shape)}; use a checkpoint trained on this env")
+    if action_space is not None and ckpt["action_space"] != space_dict(action_space):
+        raise UsageError(f"checkpoint '{path}' has action space {ckpt['action_space']}, the env has "
+                         f"{space_dict(action_space)}; use a checkpoint trained on this env")
+    return ckpt
+
+
+def agent_from_checkpoint(ckpt: dict) -> Agent:
+    agent = Agent(ckpt["arch_config"], tuple(ckpt["obs_shape"]), space_from_dict(ckpt["action_space"]))
+    agent.actor.load_state_dict(ckpt["actor"])
+    agent.critic.load_state_dict(ckpt["critic"])
+    return agent
+
+
+# ----------------------------------------------------------------------------------------------------
+# PPO pieces
+# ----------------------------------------------------------------------------------------------------
+def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
+    """Generalized advantage estimation over a [T, N] rollout. dones[t] = the episode ended at step t; a
+    truncated step has gamma * V(final observation) already added to its reward, so every end cuts here."""
+    advantages = torch.zeros_like(rewards)
+    last_gae = torch.zeros_like(last_value)
+    for t in reversed(range(rewards.shape[0])):
+        next_value = last_value if t == rewards.shape[0] - 1 else values[t + 1]
+        not_done = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_value * not_done - values[t]
+        last_gae = delta + gamma * gae_lambda * not_done * last_gae
+        advantages[t] = last_gae
+    return advantages, advantages + values
+
+
+def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
+    """(number of minibatches, their size): the whole number of equal minibatches closest to the request."""
+    if minibatch_size <= 0:
+        raise UsageError(f"--minibatch-size must be positive, got {minibatch_size}")
+    n = max(1, round(batch_size / minibatch_size))
+    if batch_size % n:
+        raise UsageError(f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal "
+                         f"minibatches of about {minibatch_size}; change --num-envs, --num-steps or --minibatch-size")
+    return n, batch_size // n
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation (SPEC section 5): full games, greedy actions, same protocol and seeds for teacher and student
+# ----------------------------------------------------------------------------------------------------
+def evaluate(actor: Actor, env_id: str, frame_skip: int, episodes: int, seed: int, device, num_envs: int = 10) -> list:
+    """Raw scores of `episodes` full games; each env plays a fixed quota, so short games are not favoured."""
+    num_envs = min(num_envs, episodes)
+    envs = make_envs(env_id, num_envs, seed, frame_skip, eval_mode=True)
+    quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
+    returns = [[] for _ in range(num_envs)]
+    obs, _ = envs.reset(seed=seed)
+    actor.eval()
+    while any(len(r) < q for r, q in zip(returns, quota)):
+        with torch.no_grad():
+            action = greedy_action(actor(torch.as_tensor(obs, device=device))).cpu().numpy()
+        obs, _, _, _, info = envs.step(action)
+        for i in np.flatnonzero(info.get("_episode", [])):
+            if len(returns[i]) < quota[i]:
+                returns[i].append(float(info["episode"]["r"][i]))
+    envs.close()
+    return [r for env_returns in returns for r in env_returns]
+
+
+def eval_summary(returns: list) -> dict:
+    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
+            "episodes": len(returns), "returns": returns}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Run folders
+# ----------------------------------------------------------------------------------------------------
+STRUCTURAL = ("env_id", "teacher", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size",
+              "distill_coef", "kl_direction", "teacher_noise_std")
+
+
+def prepare_run(args: Args, default_name: str):
+    """Validate the output folder (and the checkpoint to resume) before any training; returns (run_dir, state)."""
+    if args.resume:
+        run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume))
+        path = os.path.join(run_dir, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
+        state = load_checkpoint(path, env_id=args.env_id)
+        if "train_state" not in state:
+            raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
+        changed = [k for k in STRUCTURAL if state["args"].get(k) != getattr(args, k)]
+        if changed:
+            raise UsageError(f"--resume: these flags differ from the interrupted run: "
+                             + ", ".join(f"--{k.replace('_', '-')} {state['args'][k]!r} (now {getattr(args, k)!r})" for k in changed)
+                             + "; resume with the run's original flags")
+        batch = args.num_envs * args.num_steps
+        if state["global_step"] >= (args.total_timesteps // batch) * batch and os.path.exists(os.path.join(run_dir, "model.pt")):
+            raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; raise --total-timesteps to continue it")
+        return run_dir, state
+    run_dir = os.path.join(args.output_dir, args.run_name or default_name)
+    if os.path.exists(run_dir):
+        raise UsageError(f"run folder '{run_dir}' already exists; pick another --run-name, or --resume {run_dir}")
+    try:
+        os.makedirs(args.output_dir, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); pass a writable --output-dir")
+    if not os.access(args.output_dir, os.W_OK):
+        raise UsageError(f"output folder '{args.output_dir}' is not writable; pass a writable --output-dir")
+    os.makedirs(run_dir)
+    return run_dir, None
+
+
+def main(args: Args) -> dict:
+    # ---- everything that can be wrong with the input is checked before any training or writing
+    try:
+        if args.distill_coef < 0:  # PPD
+            raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
+        if args.env_id is not None:
+            check_env_id(args.env_id)
+        teacher_ckpt = load_checkpoint(args.teacher, env_id=args.env_id)  # PPD
+        args.env_id = args.env_id or teacher_ckpt["env_id"]  # PPD
+        env_config = teacher_ckpt["env_config"]  # PPD: the env as the teacher saw it (its frame skip)
+        for name in ("num_envs", "num_steps", "update_epochs", "eval_episodes", "total_timesteps"):
+            if getattr(args, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+        if args.total_timesteps < args.num_envs * args.num_steps:
+            raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
+                             f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
+        num_minibatches, minibatch_size = minibatch_split(args.num_envs * args.num_steps, args.minibatch_size)
+        envs = make_envs(args.env_id, args.num_envs, args.seed, env_config["frame_skip"])
+        load_checkpoint(args.teacher, args.env_id, envs.single_observation_space.shape, envs.single_action_space)  # PPD
+        default_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir, resume_state = prepare_run(args, default_name)
+    except UsageError as e:
+        fail(str(e))
+    batch_size = args.num_envs * args.num_steps
+    num_iterations = args.total_timesteps // batch_size
+    obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # the teacher is built before seeding, so that the student's initialization matches plain PPO's
+    teacher = agent_from_checkpoint(teacher_ckpt)  # PPD
+    if args.teacher_noise_std > 0:  # PPD
+        add_teacher_noise(teacher, args.teacher_noise_std, args.seed)  # PPD
+    # PPD: frozen; channels_last halves the CNN's forward time on a CPU (measured; on a GPU left as it is)
+    teacher_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format  # PPD
+    teacher = teacher.to(device, memory_format=teacher_format).eval().requires_grad_(False)  # PPD
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    agent = Agent(ARCHS[args.student_arch], obs_shape, action_space).to(device)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
+    return_rms, discounted_return = RunningMeanStd(), np.zeros(args.num_envs)
+    global_step, start_iteration, env_seed = 0, 1, args.seed
+    if resume_state is not None:
+        agent.actor.load_state_dict(resume_state["actor"])
+        agent.critic.load_state_dict(resume_state["critic"])
+        ts = resume_state["train_state"]
+        optimizer.load_state_dict(ts["optimizer"])
+        return_rms.load_state_dict(ts["return_rms"])
+        torch.set_rng_state(ts["torch_rng"])
+        np.random.set_state(tuple(x.numpy() if torch.is_tensor(x) else x for x in ts["numpy_rng"]))
+        random.setstate(ts["python_rng"])
+        global_step, start_iteration = resume_state["global_step"], ts["iteration"] + 1
+        env_seed = args.seed + global_step  # fresh episodes: environment states cannot be restored
+        print(f"resuming {run_dir} at step {global_step}", flush=True)
+
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
+                   name=os.path.basename(run_dir), sync_tensorboard=True, save_code=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resume_state is not None else None)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    # SLURM sends SIGTERM before it kills a job: finish the update, write a checkpoint, exit
+    stop = {"signal": None}
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+
+    def save_checkpoint(iteration: int) -> None:
+        state = model_dict(agent, args, obs_shape, action_space, env_config, global_step)
+        np_state = np.random.get_state()
+        state["train_state"] = {"optimizer": optimizer.state_dict(), "return_rms": return_rms.state_dict(),
+                                "iteration": iteration, "torch_rng": torch.get_rng_state(),
+                                "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
+                                "python_rng": random.getstate()}
+        atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
+
+    # ALGO Logic: storage setup (frames stay uint8 on the device; the networks convert each batch they see)
+    obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.uint8, device=device)
+    actions = torch.zeros((args.num_steps, args.num_envs) + action_space.shape, device=device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
+    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
+    dones = torch.zeros((args.num_steps, args.num_envs), device=device)
+    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+
+    raw_obs, _ = envs.reset(seed=env_seed)
+    next_obs = torch.as_tensor(raw_obs, device=device)
+    recent_returns, start_time, start_step = [], time.time(), global_step
+    progress = tqdm(total=args.total_timesteps, initial=global_step, unit="step", dynamic_ncols=True,
+                    mininterval=1 if sys.stderr.isatty() else 30, desc=os.path.basename(run_dir))
+    iteration = start_iteration - 1
+    for iteration in range(start_iteration, num_iterations + 1):
+        if args.anneal_lr:
+            optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
+
+        # ---- rollout: the student acts (student-driven distillation)
+        agent.eval()
+        for step in range(args.num_steps):
+            global_step += args.num_envs
+            obs[step] = next_obs
+            with torch.no_grad():
+                action, logprob, _, value, _ = agent.get_action_and_value(next_obs)
+            values[step], actions[step], logprobs[step] = value, action, logprob
+            raw_obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+            done = np.logical_or(terminated, truncated)
+            if args.norm_reward:  # scale by the running std of the discounted return (SB3's VecNormalize)
+                discounted_return = discounted_return * args.gamma + reward
+                return_rms.update(discounted_return)
+                reward = np.clip(reward / np.sqrt(return_rms.var + 1e-8), -10, 10)
+                discounted_return[done] = 0.0
+            reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            # a time-limit truncation is not a termination: bootstrap from the value of the final observation
+            truncated_only = truncated & ~terminated & info.get("_final_obs", np.zeros_like(truncated))
+            if truncated_only.any():
+                final_obs = np.stack(info["final_obs"][truncated_only])
+                with torch.no_grad():
+                    reward[truncated_only] += args.gamma * agent.get_value(torch.as_tensor(final_obs, device=device))
+            rewards[step], dones[step] = reward, torch.as_tensor(done, dtype=torch.float32, device=device)
+            next_obs = torch.as_tensor(raw_obs, device=device)
+            for i in np.flatnonzero(info.get("_episode", [])):
+                recent_returns = (recent_returns + [float(info["episode"]["r"][i])])[-20:]
+                writer.add_scalar("charts/episodic_return", info["episode"]["r"][i], global_step)
+                writer.add_scalar("charts/episodic_length", info["episode"]["l"][i], global_step)
+
+        # ---- advantages (GAE)
+        with torch.no_grad():
+            advantages, returns = compute_gae(rewards, values, dones, agent.get_value(next_obs), args.gamma, args.gae_lambda)
+
+        # ---- PPD update
+        agent.train()
+        b_obs = obs.reshape((-1,) + obs_shape)
+        b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape((-1,) + action_space.shape)
+        b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+        with torch.no_grad():  # PPD: the teacher depends only on the states: one forward per rollout, in minibatch-sized chunks
+            b_teacher_logits = torch.cat([teacher.actor(x).logits for x in b_obs.split(minibatch_size)])  # PPD
+        clipfracs, kls, agreements = [], [], []  # PPD: kls, agreements
+        for epoch in range(args.update_epochs):
+            b_inds = torch.randperm(batch_size, device=device)
+            for start in range(0, batch_size, minibatch_size):
+                mb_inds = b_inds[start : start + minibatch_size]
+                _, newlogprob, entropy, newvalue, dist = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
+                mb_advantages = b_advantages[mb_inds]
+                if args.norm_adv:
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                # PPO-clip objective (Schulman et al. 2017, Eq. 7), as a loss
+                pg_loss = torch.max(-mb_advantages * ratio,
+                                    -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
+                v_loss = ((newvalue - b_returns[mb_inds]) ** 2).mean()  # c_v * (V - R)^2, as SB3 (CleanRL halves it)
+                entropy_loss = entropy.mean()
+                mb_teacher_logits = b_teacher_logits[mb_inds]  # PPD
+                kl = kl_divergence(mb_teacher_logits, dist.logits, args.kl_direction)  # PPD
+                # paper Eq. 2: the KL is weighted by max(ratio, 1 - eps), PPO's clip on the lower side only  # PPD
+                distill_loss = (kl * torch.clamp(ratio, min=1 - args.clip_coef)).mean()  # PPD
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                loss = loss + args.distill_coef * distill_loss  # PPD
+                optimizer.zero_grad()
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                terms = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}
+                terms["distill_loss"] = distill_loss  # PPD
+                stop_if_not_finite(loss, grad_norm, terms, iteration, run_dir)
+                optimizer.step()
+                with torch.no_grad():  # PPD: how close the student's greedy policy is to the teacher's
+                    kls.append(kl.mean().item())  # PPD
+                    # PPD: fraction of states where both pick the same greedy action
+                    agreements.append((dist.logits.argmax(-1) == mb_teacher_logits.argmax(-1)).float().mean().item())  # PPD
+
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+        sps = int((global_step - start_step) / (time.time() - start_time))
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        writer.add_scalar("losses/distill_loss", distill_loss.item(), global_step)  # PPD
+        writer.add_scalar("distill/kl", np.mean(kls), global_step)  # PPD
+        writer.add_scalar("distill/greedy_agreement", np.mean(agreements), global_step)  # PPD
+        writer.add_scalar("charts/SPS", sps, global_step)
+        progress.update(batch_size)
+        progress.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
+                             kl=f"{np.mean(kls):.3f}", refresh=False)  # PPD: kl
+
+        if stop["signal"] is not None or (args.checkpoint_every and global_step // args.checkpoint_every
+                                          > (global_step - batch_size) // args.checkpoint_every):
+            save_checkpoint(iteration)
+        if stop["signal"] is not None:
+            writer.close()
+            print(f"\nstopped by signal {stop['signal']} at step {global_step}; checkpoint written, continue with "
+                  f"--resume {run_dir}", file=sys.stderr)
+            sys.exit(128 + stop["signal"])
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
+    progress.close()
+    envs.close()
+    save_checkpoint(iteration)
+
+    # ---- final evaluation (SPEC sections 4, 5): student and teacher, full games, same protocol and seeds
+    def run_eval(actor: Actor) -> dict:
+        return eval_summary(evaluate(actor, args.env_id, env_config["frame_skip"], args.eval_episodes, args.seed + 10_000, device))
+
+    student_eval, teacher_eval = run_eval(agent.actor), run_eval(teacher.actor)
+    game = atari_game(args.env_id)
+    random_score, human_score = HUMAN_RANDOM_SCORES.get(game, (None, None))
+    normalized = {"student": human_normalized(game, student_eval["mean_return"]),
+                  "teacher": human_normalized(game, teacher_eval["mean_return"]), "random": random_score, "human": human_score}
+    evaluation = {"env_id": args.env_id, "method": "ppd" if args.distill_coef > 0 else "ppo", "student_arch": args.student_arch,
+                  "global_step": global_step, "deterministic": True, "full_games": True, "frame_skip": env_config["frame_skip"],
+                  "distill_coef": args.distill_coef, "seed": args.seed, "teacher_checkpoint": args.teacher,
+                  "teacher_noise_std": args.teacher_noise_std, "student": student_eval, "teacher": teacher_eval}
+    if args.teacher_noise_std > 0:  # the uncorrupted teacher too, the reference of the paper's Table 2
+        evaluation["teacher_clean"] = run_eval(agent_from_checkpoint(teacher_ckpt).to(device).actor)
+        normalized["teacher_clean"] = human_normalized(game, evaluation["teacher_clean"]["mean_return"])
+    evaluation["human_normalized"] = normalized
+    # the paper's measure: the student's human-normalized score as a fraction of its teacher's (raw scores for a
+    # game outside the table)
+    measure = "human_normalized" if random_score is not None else "raw_score"
+    student_score, teacher_score = ((normalized["student"], normalized["teacher"]) if random_score is not None
+                                    else (student_eval["mean_return"], teacher_eval["mean_return"]))
+    evaluation["fraction_of_teacher"] = student_score / teacher_score if teacher_score != 0 else None
+    evaluation["fraction_of_teacher_measure"] = measure
+    evaluation["command"] = " ".join(["python"] + sys.argv)
+
+    model_eval = {"env_id": args.env_id, "arch": args.student_arch, "seed": args.seed, "global_step": global_step,
+                  "deterministic": True, **student_eval, "human_normalized": normalized["student"]}  # a teacher's layout
+    atomic_save(model_dict(agent, args, obs_shape, action_space, env_config, global_step, model_eval),
+                os.path.join(run_dir, "model.pt"))
+    atomic_save(evaluation, os.path.join(run_dir, "eval.json"), as_json=True)
+    writer.add_scalar("eval/student_mean_return", student_eval["mean_return"], global_step)
+    writer.close()
+
+    def row(name: str, summary: dict, hns) -> str:
+        return (f"  {name:24s} {summary['mean_return']:10.2f} +- {summary['std_return']:<9.2f} "
+                + ("      -" if hns is None else f"{hns:7.3f}"))
+
+    fraction = evaluation["fraction_of_teacher"]
+    print(f"\n{args.env_id}, {args.eval_episodes} full games, greedy actions:   raw score      human-normalized\n"
+          + row("teacher" + (" (noisy)" if args.teacher_noise_std > 0 else ""), teacher_eval, normalized["teacher"]) + "\n"
+          + (row("teacher (without noise)", evaluation["teacher_clean"], normalized["teacher_clean"]) + "\n"
+             if args.teacher_noise_std > 0 else "")
+          + row(f"student ({args.student_arch})", student_eval, normalized["student"])
+          + f"   = {'n/a' if fraction is None else f'{fraction:.1%}'} of the teacher ({measure.replace('_', '-')})\n"
+          f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}")
+    return evaluation
+
+
+if __name__ == "__main__":
+    import tyro
+
+    main(tyro.cli(Args))
