@@ -683,7 +683,7 @@ def main(args: Args) -> dict:
     print(f"\n{args.env_id}, {args.eval_episodes} evaluation episodes (deterministic):\n"
           f"  teacher{' (noisy)' if args.teacher_noise_std > 0 else ''}: {teacher_eval['mean_return']:9.2f} +- {teacher_eval['std_return']:.2f}\n"
           f"  student ({args.student_arch}): {student_eval['mean_return']:9.2f} +- {student_eval['std_return']:.2f}"
-          f"   = {evaluation['fraction_of_teacher'] or float('nan'):.1%} of the teacher\n"
+          f"   = {'n/a' if evaluation['fraction_of_teacher'] is None else format(evaluation['fraction_of_teacher'], '.1%')} of the teacher\n"
           f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}")
     return evaluation
 

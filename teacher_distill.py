@@ -48,7 +48,7 @@ ACTING_NOTE = ("teacher-distill: the teacher's sampled actions drive the environ
 ATARI_RANDOM_HUMAN = {
     "pong": (-20.7, 14.6), "freeway": (0.0, 29.6), "ms_pacman": (307.3, 6951.6), "qbert": (163.9, 13455.0),
     "beam_rider": (363.9, 16926.5), "crazy_climber": (10780.5, 35829.4), "demon_attack": (152.1, 1971.0),
-    "enduro": (0.0, 860.5), "seaquest": (68.4, 42054.7), "zaxxon": (32.5, 9173.3), "atlantis": (12850.0, 29028.0),
+    "enduro": (0.0, 860.5), "seaquest": (68.4, 42054.7), "zaxxon": (32.5, 9173.3), "atlantis": (12850.0, 29028.1),
 }
 
 

@@ -708,6 +708,8 @@ def main(args: Args) -> dict:
         domain = detect_domain(args.env_id)
         check_env_id(args.env_id)
         args = domain_defaults(args, domain)
+        if domain == "procgen" and args.procgen_num_levels < 1:
+            raise UsageError("--procgen-num-levels must be at least 1: with 0 (all levels) no unseen levels are left to evaluate on")
         if args.frozen_obs_norm and domain != "mlp":
             raise UsageError("--frozen-obs-norm applies to the MLP domain only (pixel observations are not normalized)")
         for name in ("num_envs", "num_steps", "update_epochs", "eval_episodes", "total_timesteps"):

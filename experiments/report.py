@@ -91,7 +91,7 @@ def distill_measures(e: dict) -> dict:
     training levels ("test_levels"/"train_levels" blocks, or top-level test plus "train_levels")."""
     d = domain_of(e["env_id"])
     if d == "procgen":
-        if "test_levels" in e:
+        if "student" in e.get("test_levels", {}):
             test = (_mean_return(e["test_levels"].get("student")), _mean_return(e["test_levels"].get("teacher")))
         else:
             test = (_mean_return(e.get("student")), _mean_return(e.get("teacher")))
@@ -184,7 +184,7 @@ def load_runs(runs_dir: str):
         method = e.get("method") or ("ppd" if e.get("distill_coef", 1) else "ppo")
         lam = e.get("distill_coef") if method in ("ppd", "ppo") else None
         teacher_raw = e.get("teacher", {})
-        if "test_levels" in e:  # Procgen PPD: curves are on training levels
+        if "student" in e.get("test_levels", {}):  # Procgen PPD: curves are on training levels
             teacher_raw = e.get("train_levels", {}).get("teacher") or e["test_levels"].get("teacher", {})
         elif domain_of(e["env_id"]) == "procgen" and isinstance(e.get("train_levels"), dict):
             teacher_raw = e["train_levels"].get("teacher") or teacher_raw
