@@ -381,3 +381,16 @@ def test_help_mentions_every_args_field_and_the_minibatch_rule():
     assert listed and not missing, missing
     text = re.sub(r"[\s│]+", " ", result.stdout)  # undo the help box's line wrapping
     assert "equal minibatches" in text
+
+
+@pytest.mark.parametrize("domain, obs_shape, n_actions, arch, expected", [
+    ("atari", (4, 84, 84), 6, "same", 1.09e6), ("atari", (4, 84, 84), 6, "larger", 8.33e6),
+    ("procgen", (3, 64, 64), 15, "same", 626.0e3), ("procgen", (3, 64, 64), 15, "larger", 4.60e6),
+])
+def test_impala_actor_parameter_counts_match_the_paper(domain, obs_shape, n_actions, arch, expected):
+    import gymnasium as gym
+
+    agent = tt.Agent(domain, tt.ARCHS[domain][arch], obs_shape, gym.spaces.Discrete(n_actions))
+    count = sum(p.numel() for p in agent.actor.parameters())
+    assert abs(count - expected) / expected < 0.01, count
+    assert sum(p.numel() for p in agent.critic.parameters()) == count - (n_actions - 1) * (agent.actor.body.head.in_features + 1)
