@@ -348,3 +348,15 @@ def test_help_documents_every_flag_and_the_minibatch_rule(domain, capsys):
     assert not missing and not undocumented, (missing, undocumented)
     assert "--frame-skip" not in entries  # the teacher's checkpoint fixes it: no flag can contradict the teacher
     assert "equal minibatches" in re.sub(r"[\s│]+", " ", out)
+
+
+def test_teacher_training_in_the_pixel_domain_writes_checkpoint_model_events_and_eval(runs):
+    run = runs["ppo"]
+    assert (run / "checkpoint.pt").exists() and list(run.glob("events.out.tfevents.*"))
+    model = torch.load(run / "model.pt", weights_only=True)
+    evaluation = json.load(open(run / "eval.json"))
+    assert model["domain"] == runs["domain"] and model["global_step"] == evaluation["global_step"] == 2 * ROLLOUT
+    assert evaluation["episodes"] == len(evaluation["returns"]) >= 1
+    assert model["eval"]["mean_return"] == evaluation["mean_return"]
+    if runs["domain"] == "procgen":
+        assert evaluation["deterministic"] is False and "train_levels" in evaluation
