@@ -51,6 +51,8 @@ The TOML file (all keys but [[environments]] are optional; see experiments/*.tom
     [teacher]
     total_timesteps = 1_000_000
     eval_episodes = 50
+    seed = 1                             # optional: ONE teacher per environment (this seed) shared by every
+                                         # distillation seed, instead of one teacher per environment and seed
 
     [distill]                            # the distillation grid: the cartesian product of these lists
     methods = ["ppd", "student-distill", "teacher-distill", "ppo"]
@@ -110,7 +112,7 @@ DEFAULT_TIMEOUT_MIN = 3 * 24 * 60  # submitit's local executor kills a job after
 
 TOP_KEYS = {"output_dir", "threads_per_job", "environments", "teacher", "distill", "flags", "executor"}
 ENV_KEYS = {"env_id", "teacher_timesteps", "distill_timesteps", "teacher_flags"}
-TEACHER_KEYS = {"total_timesteps", "eval_episodes"}
+TEACHER_KEYS = {"total_timesteps", "eval_episodes", "seed"}
 GRID_KEYS = {"methods", "student_archs", "seeds", "distill_coefs", "teacher_noise_stds", "total_timesteps",
              "eval_episodes", "flags", "tag", "environments"}
 LIST_KEYS = {"methods", "student_archs", "seeds", "distill_coefs", "teacher_noise_stds", "environments", "flags",
@@ -211,6 +213,9 @@ def load_config(path: str) -> dict:
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: an env_id is listed twice in [[environments]]")
     _check_keys(cfg.get("teacher", {}), TEACHER_KEYS, f"{path}: [teacher]")
+    shared = cfg.get("teacher", {}).get("seed")
+    if shared is not None and (not isinstance(shared, int) or isinstance(shared, bool)):
+        raise ConfigError(f"{path}: [teacher] seed must be an integer (one teacher shared by all seeds), got {shared!r}")
     distill = cfg.get("distill", {})
     _check_keys(distill, GRID_KEYS | {"grid"}, f"{path}: [distill]")
     for i, sub in enumerate(distill.get("grid", [])):
@@ -289,7 +294,8 @@ def expand(cfg: dict, overrides: Optional[dict] = None) -> list:
             lam = {"ppd": float(lam), "ppo": 0.0}.get(method)  # the baselines have no lambda
             noise = 0.0 if method == "ppo" else float(noise)  # PPO alone never looks at its teacher
             script = distill_script(method, env_id)
-            teacher = f"{slug(env_id)}__s{seed}"
+            teacher_seed = teacher_cfg.get("seed", seed)
+            teacher = f"{slug(env_id)}__s{teacher_seed}"
             budget = g["total_timesteps"] if "total_timesteps" in sub else envs[env_id].get(
                 "distill_timesteps", defaults.get("total_timesteps"))
             name = "__".join([slug(env_id), method, arch] + ([f"lam{fmt(lam)}"] if method == "ppd" else [])
@@ -312,7 +318,7 @@ def expand(cfg: dict, overrides: Optional[dict] = None) -> list:
                 raise ConfigError(f"two sub-grids define the run {name} with different flags or budgets; give one of "
                                   "them a tag")
             distills[name] = run
-            teacher_seeds.setdefault(env_id, set()).add(seed)
+            teacher_seeds.setdefault(env_id, set()).add(teacher_seed)
 
     teachers = []
     for env_id, env in envs.items():
