@@ -40,6 +40,10 @@ class Args:
     # General settings
     env_id: str = "Hopper-v5"
     """gymnasium id with a flat Box observation (MLP), `<Game>NoFrameskip-v4` or `ALE/<Game>-v5` (Atari), or `procgen:<game>` (Procgen)"""
+    torso_mass_scale: float = 1.0
+    """training envs only (MuJoCo): multiply the torso's mass by this (0.7: the seed report's 'source' Hopper); evaluation always uses the unmodified env"""
+    mass_randomization: float = 0.0
+    """training envs only (MuJoCo): at every episode scale every other body's mass by U(1-x, 1+x) (0.3: the seed report's domain randomization)"""
     arch: Literal["smaller", "same", "larger"] = "same"
     """network size (paper Table 4): `same` is the teacher's; `smaller`/`larger` train PPO-only students"""
     exp_name: str = "ppo"
@@ -177,11 +181,49 @@ def check_env_id(env_id: str) -> None:
                              f"{', '.join(close) or 'none'} (Atari: <Game>NoFrameskip-v4, Procgen: procgen:<game>)")
 
 
-def make_mlp_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+class MassRandomization(gym.Wrapper):
+    """The seed report's domain-randomized Hopper (any MuJoCo env with a body named 'torso'): the torso's mass
+    multiplied by `torso_scale` for good (0.7: the 'source' env, the unmodified one being the 'target'), and at
+    every reset every other body's mass multiplied by U(1 - spread, 1 + spread) of its nominal value (uniform
+    domain randomization, Tobin et al. 2017), drawn from the env's own seeded RNG."""
+
+    def __init__(self, env: gym.Env, torso_scale: float, spread: float):
+        super().__init__(env)
+        model = env.unwrapped.model
+        names = [model.body(i).name for i in range(model.nbody)]
+        self.torso, self.spread = names.index("torso"), spread
+        self.nominal = model.body_mass.copy()
+        self.nominal[self.torso] *= torso_scale
+        model.body_mass[:] = self.nominal
+
+    def reset(self, **kwargs):
+        result = self.env.reset(**kwargs)  # first: a reset with a seed re-seeds the RNG drawn from below
+        if self.spread > 0:
+            scale = self.env.unwrapped.np_random.uniform(1 - self.spread, 1 + self.spread, len(self.nominal))
+            scale[self.torso] = 1.0
+            self.env.unwrapped.model.body_mass[:] = self.nominal * scale
+        return result
+
+
+def check_mass_options(env_id: str, torso_scale: float, spread: float) -> None:
+    if torso_scale == 1.0 and spread == 0.0:
+        return
+    if not 0 <= spread < 1 or torso_scale <= 0:
+        raise UsageError(f"--mass-randomization must be in [0, 1) and --torso-mass-scale > 0, got {spread} and {torso_scale}")
+    model = getattr(gym.make(env_id).unwrapped, "model", None)
+    if model is None or "torso" not in [model.body(i).name for i in range(model.nbody)]:
+        raise UsageError(f"--torso-mass-scale and --mass-randomization need a MuJoCo env with a body named 'torso', "
+                         f"{env_id} has none; drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ...")
+
+
+def make_mlp_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: float = 0.0) -> gym.vector.VectorEnv:
     """Flat-Box envs in one process (AsyncVectorEnv was never faster on 2 cores). SAME_STEP autoreset: an
     ended episode's last observation comes in info['final_obs'] so a truncation can be bootstrapped."""
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    def make_env():
+        env = gym.make(env_id)
+        return MassRandomization(env, torso_scale, spread) if torso_scale != 1.0 or spread > 0 else env
+
+    envs = gym.vector.SyncVectorEnv([make_env for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     if not isinstance(envs.single_observation_space, gym.spaces.Box) or len(envs.single_observation_space.shape) != 1:
         raise UsageError(f"{env_id} has observation space {envs.single_observation_space}; the MLP scripts need a flat Box")
@@ -193,8 +235,8 @@ def make_mlp_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
 def make_envs(args: Args, domain: str, num_envs: int, seed: int, evaluation: bool = False, procgen_levels=None):
     """Vector env of the domain, all with the same interface: reset(seed) and step(actions) with SAME_STEP
     autoreset (info['final_obs'] / info['_final_obs']) and full-game statistics in info['episode']."""
-    if domain == "mlp":
-        return make_mlp_envs(args.env_id, num_envs)
+    if domain == "mlp":  # evaluation: always the unmodified env
+        return make_mlp_envs(args.env_id, num_envs, *((1.0, 0.0) if evaluation else (args.torso_mass_scale, args.mass_randomization)))
     if domain == "atari":
         return make_atari_envs(args.env_id, num_envs, seed, args.frame_skip, evaluation)
     start, count = procgen_levels or (args.procgen_start_level, args.procgen_num_levels)
@@ -353,6 +395,57 @@ class ProcgenVecEnv:
 
     def close(self):
         self.env.close()
+
+
+def time_limit_of(env: gym.Env):
+    while not isinstance(env, gym.wrappers.TimeLimit) and hasattr(env, "env"):
+        env = env.env
+    return env
+
+
+def env_state(envs: gym.vector.VectorEnv, raw_obs: np.ndarray):
+    """What a resumed run needs to take the very steps the uninterrupted run would have taken: per env its
+    physics (MuJoCo's integration state and body masses, or a classic-control env's `state`), RNG and time-limit
+    counter, the episode statistics and the last observations. None for an env whose state is not reachable
+    (the resumed run then starts fresh episodes)."""
+    per_env = []
+    for env in envs.unwrapped.envs:
+        core, time_limit = env.unwrapped, time_limit_of(env)
+        state = {"rng": core.np_random.bit_generator.state,
+                 "elapsed_steps": getattr(time_limit, "_elapsed_steps", None)}
+        if hasattr(core, "model") and hasattr(core, "data"):  # MuJoCo
+            import mujoco
+
+            physics = np.empty(mujoco.mj_stateSize(core.model, mujoco.mjtState.mjSTATE_INTEGRATION))
+            mujoco.mj_getState(core.model, core.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+            state.update(physics=torch.from_numpy(physics), body_mass=torch.from_numpy(core.model.body_mass.copy()))
+        elif isinstance(getattr(core, "state", None), (np.ndarray, tuple, list)):  # classic control
+            state["physics"] = torch.as_tensor(np.array(core.state, dtype=np.float64))
+        else:
+            return None
+        per_env.append(state)
+    return {"envs": per_env, "raw_obs": torch.from_numpy(raw_obs.copy()),
+            "episode_returns": torch.from_numpy(envs.episode_returns.copy()),
+            "episode_lengths": torch.from_numpy(envs.episode_lengths.copy()), "episode_count": int(envs.episode_count)}
+
+
+def set_env_state(envs: gym.vector.VectorEnv, saved: dict) -> np.ndarray:
+    """The inverse of env_state on freshly reset envs; returns the last observations."""
+    for env, state in zip(envs.unwrapped.envs, saved["envs"]):
+        core, time_limit = env.unwrapped, time_limit_of(env)
+        core.np_random.bit_generator.state = state["rng"]
+        if state["elapsed_steps"] is not None:
+            time_limit._elapsed_steps = state["elapsed_steps"]
+        if "body_mass" in state:
+            import mujoco
+
+            core.model.body_mass[:] = state["body_mass"].numpy()
+            mujoco.mj_setState(core.model, core.data, state["physics"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
+        else:
+            core.state = state["physics"].numpy()
+    envs.episode_returns, envs.episode_lengths = saved["episode_returns"].numpy(), saved["episode_lengths"].numpy()
+    envs.episode_count = saved["episode_count"]
+    return saved["raw_obs"].numpy()
 
 
 class RunningMeanStd:
@@ -548,7 +641,8 @@ def model_dict(agent: Agent, domain: str, args: Args, obs_shape, action_space, o
         "obs_rms": obs_rms.state_dict() if obs_rms is not None else None,
         "env_config": {"frame_skip": args.frame_skip, "procgen_num_levels": args.procgen_num_levels,
                        "procgen_start_level": args.procgen_start_level,
-                       "procgen_distribution_mode": args.procgen_distribution_mode},
+                       "procgen_distribution_mode": args.procgen_distribution_mode,
+                       "torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization},
         "args": asdict(args),
         "global_step": global_step,
         "eval": evaluation,
@@ -669,7 +763,7 @@ def eval_summary(returns: list) -> dict:
 # Run folders
 # ----------------------------------------------------------------------------------------------------
 STRUCTURAL = ("env_id", "arch", "seed", "num_envs", "num_steps", "minibatch_size", "frame_skip", "procgen_num_levels",
-              "procgen_start_level", "procgen_distribution_mode", "frozen_obs_norm")
+              "procgen_start_level", "procgen_distribution_mode", "frozen_obs_norm", "torso_mass_scale", "mass_randomization")
 
 
 def prepare_run(args: Args, default_name: str):
@@ -712,6 +806,10 @@ def main(args: Args) -> dict:
             raise UsageError("--procgen-num-levels must be at least 1: with 0 (all levels) no unseen levels are left to evaluate on")
         if args.frozen_obs_norm and domain != "mlp":
             raise UsageError("--frozen-obs-norm applies to the MLP domain only (pixel observations are not normalized)")
+        if domain != "mlp" and (args.torso_mass_scale != 1.0 or args.mass_randomization != 0.0):
+            raise UsageError("--torso-mass-scale and --mass-randomization apply to MuJoCo envs only; drop them")
+        if domain == "mlp":
+            check_mass_options(args.env_id, args.torso_mass_scale, args.mass_randomization)
         for name in ("num_envs", "num_steps", "update_epochs", "eval_episodes", "total_timesteps"):
             if getattr(args, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -741,7 +839,7 @@ def main(args: Args) -> dict:
     if frozen is not None:
         obs_rms.load_state_dict(frozen["obs_rms"])
     return_rms, discounted_return = RunningMeanStd(), np.zeros(args.num_envs)
-    global_step, start_iteration, env_seed = 0, 1, args.seed
+    global_step, start_iteration, env_seed, saved_envs, recent_returns = 0, 1, args.seed, None, []
     if resume_state is not None:
         agent.actor.load_state_dict(resume_state["actor"])
         agent.critic.load_state_dict(resume_state["critic"])
@@ -754,7 +852,11 @@ def main(args: Args) -> dict:
         np.random.set_state(tuple(x.numpy() if torch.is_tensor(x) else x for x in ts["numpy_rng"]))
         random.setstate(ts["python_rng"])
         global_step, start_iteration = resume_state["global_step"], ts["iteration"] + 1
-        env_seed = args.seed + global_step  # fresh episodes: environment states cannot be restored
+        saved_envs, recent_returns = ts.get("envs"), ts.get("recent_returns", [])
+        if "discounted_return" in ts:
+            discounted_return = ts["discounted_return"].numpy()
+        if saved_envs is None:  # pixel envs: their state is out of reach, the run goes on with fresh episodes
+            env_seed = args.seed + global_step
         if domain == "procgen":  # a gym3 env is seeded only at construction
             envs.close()
             envs = make_envs(args, domain, args.num_envs, env_seed)
@@ -780,7 +882,10 @@ def main(args: Args) -> dict:
         state["train_state"] = {"optimizer": optimizer.state_dict(), "return_rms": return_rms.state_dict(),
                                 "iteration": iteration, "torch_rng": torch.get_rng_state(),
                                 "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
-                                "python_rng": random.getstate()}
+                                "python_rng": random.getstate(),
+                                "envs": env_state(envs, raw_obs) if domain == "mlp" else None,
+                                "discounted_return": torch.from_numpy(discounted_return.copy()),
+                                "recent_returns": list(recent_returns)}
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
 
     # ALGO Logic: storage setup
@@ -799,9 +904,12 @@ def main(args: Args) -> dict:
             obs_rms.update(raw)
         return obs_rms.normalize(raw)
 
+    # a resumed MLP run continues the very episodes it was in; pixel runs start new ones
     raw_obs, _ = envs.reset(seed=env_seed)
-    next_obs = torch.as_tensor(prepare_obs(raw_obs, update=True), device=device)
-    recent_returns, start_time, start_step = [], time.time(), global_step
+    if saved_envs is not None:
+        raw_obs = set_env_state(envs, saved_envs)
+    next_obs = torch.as_tensor(prepare_obs(raw_obs, update=saved_envs is None), device=device)
+    start_time, start_step = time.time(), global_step
     progress = tqdm(total=args.total_timesteps, initial=global_step, unit="step", dynamic_ncols=True,
                     mininterval=1 if sys.stderr.isatty() else 30, desc=os.path.basename(run_dir))
     iteration = start_iteration - 1
@@ -904,8 +1012,8 @@ def main(args: Args) -> dict:
             sys.exit(128 + stop["signal"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
     progress.close()
-    envs.close()
     save_checkpoint(iteration)
+    envs.close()
 
     # ---- final evaluation (SPEC section 5) of the trained policy, written to eval.json and the model
     deterministic = domain != "procgen"
@@ -913,6 +1021,9 @@ def main(args: Args) -> dict:
                   "deterministic": deterministic,
                   **eval_summary(evaluate(agent.actor, args, domain, args.eval_episodes, args.seed + 10_000, device,
                                           obs_rms, deterministic, procgen_levels=eval_levels(args) if domain == "procgen" else None))}
+    if domain == "mlp":
+        evaluation["train_env"] = {"torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization}
+        evaluation["eval_env"] = f"{args.env_id}, unmodified"
     if domain == "procgen":
         train_returns = evaluate(agent.actor, args, domain, args.eval_episodes, args.seed + 10_000, device, None, False)
         evaluation["train_levels"] = eval_summary(train_returns)
