@@ -55,6 +55,10 @@ class Args:
     """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts); it decides the env and domain"""
     env_id: Optional[str] = None
     """env id (default: the teacher's; if given it must be the teacher's)"""
+    torso_mass_scale: Optional[float] = None
+    """training envs only (MuJoCo): multiply the torso's mass by this (0.7: the seed report's 'source' Hopper); default: the teacher's setting; evaluation always uses the unmodified env"""
+    mass_randomization: Optional[float] = None
+    """training envs only (MuJoCo): at every episode scale every other body's mass by U(1-x, 1+x) (0.3: the seed report's domain randomization); default: the teacher's setting"""
     student_arch: Literal["smaller", "same", "larger"] = "same"
     """student network size (paper Table 4): MLP 128-64 / 256-256 / 512-512; CNN Nature-CNN / IMPALA 16,32,32 / IMPALA 32,64,64"""
     exp_name: str = "student-distill"
@@ -164,10 +168,48 @@ def check_env_id(env_id: str) -> None:
                              f"{', '.join(close) or 'none'} (Atari: <Game>NoFrameskip-v4, Procgen: procgen:<game>)")
 
 
-def make_mlp_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+class MassRandomization(gym.Wrapper):
+    """The seed report's domain-randomized Hopper (any MuJoCo env with a body named 'torso'): the torso's mass
+    multiplied by `torso_scale` for good (0.7: the 'source' env, the unmodified one being the 'target'), and at
+    every reset every other body's mass multiplied by U(1 - spread, 1 + spread) of its nominal value (uniform
+    domain randomization, Tobin et al. 2017), drawn from the env's own seeded RNG."""
+
+    def __init__(self, env: gym.Env, torso_scale: float, spread: float):
+        super().__init__(env)
+        model = env.unwrapped.model
+        names = [model.body(i).name for i in range(model.nbody)]
+        self.torso, self.spread = names.index("torso"), spread
+        self.nominal = model.body_mass.copy()
+        self.nominal[self.torso] *= torso_scale
+        model.body_mass[:] = self.nominal
+
+    def reset(self, **kwargs):
+        result = self.env.reset(**kwargs)  # first: a reset with a seed re-seeds the RNG drawn from below
+        if self.spread > 0:
+            scale = self.env.unwrapped.np_random.uniform(1 - self.spread, 1 + self.spread, len(self.nominal))
+            scale[self.torso] = 1.0
+            self.env.unwrapped.model.body_mass[:] = self.nominal * scale
+        return result
+
+
+def check_mass_options(env_id: str, torso_scale: float, spread: float) -> None:
+    if torso_scale == 1.0 and spread == 0.0:
+        return
+    if not 0 <= spread < 1 or torso_scale <= 0:
+        raise UsageError(f"--mass-randomization must be in [0, 1) and --torso-mass-scale > 0, got {spread} and {torso_scale}")
+    model = getattr(gym.make(env_id).unwrapped, "model", None)
+    if model is None or "torso" not in [model.body(i).name for i in range(model.nbody)]:
+        raise UsageError(f"--torso-mass-scale and --mass-randomization need a MuJoCo env with a body named 'torso', "
+                         f"{env_id} has none; drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ...")
+
+
+def make_mlp_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: float = 0.0) -> gym.vector.VectorEnv:
     """Flat-Box envs in one process (AsyncVectorEnv was never faster on 2 cores)."""
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    def make_env():
+        env = gym.make(env_id)
+        return MassRandomization(env, torso_scale, spread) if torso_scale != 1.0 or spread > 0 else env
+
+    envs = gym.vector.SyncVectorEnv([make_env for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     if not isinstance(envs.single_observation_space, gym.spaces.Box) or len(envs.single_observation_space.shape) != 1:
         raise UsageError(f"{env_id} has observation space {envs.single_observation_space}; the MLP domain needs a flat Box")
@@ -179,14 +221,67 @@ def make_mlp_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
 def make_envs(env_id: str, domain: str, env_config: dict, num_envs: int, seed: int, evaluation: bool = False,
               procgen_levels=None):
     """Vector env of the domain, all with the same interface: reset(seed) and step(actions) with full-game episode
-    statistics in info['episode'] / info['_episode']. env_config is the teacher checkpoint's (frame skip, levels)."""
-    if domain == "mlp":
-        return make_mlp_envs(env_id, num_envs)
+    statistics in info['episode'] / info['_episode']. env_config is the teacher checkpoint's (frame skip, levels;
+    MLP domain: the training envs' masses, with this run's flags)."""
+    if domain == "mlp":  # evaluation: always the unmodified env
+        mass = (1.0, 0.0) if evaluation else (env_config.get("torso_mass_scale", 1.0), env_config.get("mass_randomization", 0.0))
+        return make_mlp_envs(env_id, num_envs, *mass)
     if domain == "atari":
         return make_atari_envs(env_id, num_envs, seed, env_config.get("frame_skip", 4), evaluation)
     start, count = procgen_levels or (env_config.get("procgen_start_level", 0), env_config.get("procgen_num_levels", 200))
     return ProcgenVecEnv(env_id.split(":", 1)[1], num_envs, seed, count, start,
                          env_config.get("procgen_distribution_mode", "easy"))
+
+
+def time_limit_of(env: gym.Env):
+    while not isinstance(env, gym.wrappers.TimeLimit) and hasattr(env, "env"):
+        env = env.env
+    return env
+
+
+def env_state(envs: gym.vector.VectorEnv, raw_obs: np.ndarray):
+    """What a resumed run needs to take the very steps the uninterrupted run would have taken (MLP domain): per
+    env its physics (MuJoCo's integration state and body masses, or a classic-control env's `state`), RNG and
+    time-limit counter, the episode statistics and the last observations. None for an env whose state is not
+    reachable (the resumed run then starts fresh episodes)."""
+    per_env = []
+    for env in envs.unwrapped.envs:
+        core, time_limit = env.unwrapped, time_limit_of(env)
+        state = {"rng": core.np_random.bit_generator.state,
+                 "elapsed_steps": getattr(time_limit, "_elapsed_steps", None)}
+        if hasattr(core, "model") and hasattr(core, "data"):  # MuJoCo
+            import mujoco
+
+            physics = np.empty(mujoco.mj_stateSize(core.model, mujoco.mjtState.mjSTATE_INTEGRATION))
+            mujoco.mj_getState(core.model, core.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+            state.update(physics=torch.from_numpy(physics), body_mass=torch.from_numpy(core.model.body_mass.copy()))
+        elif isinstance(getattr(core, "state", None), (np.ndarray, tuple, list)):  # classic control
+            state["physics"] = torch.as_tensor(np.array(core.state, dtype=np.float64))
+        else:
+            return None
+        per_env.append(state)
+    return {"envs": per_env, "raw_obs": torch.from_numpy(raw_obs.copy()),
+            "episode_returns": torch.from_numpy(envs.episode_returns.copy()),
+            "episode_lengths": torch.from_numpy(envs.episode_lengths.copy()), "episode_count": int(envs.episode_count)}
+
+
+def set_env_state(envs: gym.vector.VectorEnv, saved: dict) -> np.ndarray:
+    """The inverse of env_state on freshly reset envs; returns the last observations."""
+    for env, state in zip(envs.unwrapped.envs, saved["envs"]):
+        core, time_limit = env.unwrapped, time_limit_of(env)
+        core.np_random.bit_generator.state = state["rng"]
+        if state["elapsed_steps"] is not None:
+            time_limit._elapsed_steps = state["elapsed_steps"]
+        if "body_mass" in state:
+            import mujoco
+
+            core.model.body_mass[:] = state["body_mass"].numpy()
+            mujoco.mj_setState(core.model, core.data, state["physics"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
+        else:
+            core.state = state["physics"].numpy()
+    envs.episode_returns, envs.episode_lengths = saved["episode_returns"].numpy(), saved["episode_lengths"].numpy()
+    envs.episode_count = saved["episode_count"]
+    return saved["raw_obs"].numpy()
 
 
 class AtariEnvs:
@@ -547,7 +642,7 @@ def model_dict(agent: Agent, domain: str, args: Args, obs_shape, action_space, o
         "obs_shape": list(obs_shape),
         "action_space": space_dict(action_space),
         "obs_rms": obs_rms.state_dict() if obs_rms is not None else None,  # the teacher's, unchanged
-        "env_config": env_config,  # the teacher's (frame skip, Procgen levels)
+        "env_config": env_config,  # the teacher's (frame skip, Procgen levels; MLP: the training envs' masses, this run's)
         "args": asdict(args),
         "global_step": global_step,
         "eval": evaluation,
@@ -643,7 +738,8 @@ def human_normalized(env_id: str, score: float) -> Optional[float]:
 # ----------------------------------------------------------------------------------------------------
 # Run folders
 # ----------------------------------------------------------------------------------------------------
-STRUCTURAL = ("env_id", "teacher", "student_arch", "seed", "num_envs", "num_steps", "kl_direction", "teacher_noise_std")
+STRUCTURAL = ("env_id", "teacher", "torso_mass_scale", "mass_randomization", "student_arch", "seed", "num_envs", "num_steps",
+              "kl_direction", "teacher_noise_std")
 
 
 def prepare_run(args: Args, default_name: str):
@@ -692,6 +788,14 @@ def main(args: Args) -> dict:
         teacher_ckpt = load_checkpoint(args.teacher, env_id=args.env_id)
         args.env_id = args.env_id or teacher_ckpt["env_id"]
         domain, env_config = teacher_ckpt["domain"], teacher_ckpt["env_config"]
+        for name, off in (("torso_mass_scale", 1.0), ("mass_randomization", 0.0)):  # train where the teacher did
+            if getattr(args, name) is None:
+                setattr(args, name, env_config.get(name, off))
+        if domain != "mlp" and (args.torso_mass_scale != 1.0 or args.mass_randomization != 0.0):
+            raise UsageError("--torso-mass-scale and --mass-randomization apply to MuJoCo envs only; drop them")
+        if domain == "mlp":
+            check_mass_options(args.env_id, args.torso_mass_scale, args.mass_randomization)
+            env_config = {**env_config, "torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization}
         if args.eval_episodes is None:
             args.eval_episodes = 200 if domain == "procgen" else 50
         if args.eval_episodes < 1:
@@ -725,7 +829,7 @@ def main(args: Args) -> dict:
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     # MLP domain: the teacher's observation normalization, frozen, for what both networks see (paper A.2)
     obs_rms = RunningMeanStd(obs_shape).load_state_dict(teacher_ckpt["obs_rms"]) if domain == "mlp" else None
-    global_step, start_iteration, env_seed = 0, 1, args.seed
+    global_step, start_iteration, saved_envs, recent_returns = 0, 1, None, []
     if resume_state is not None:
         agent.actor.load_state_dict(resume_state["actor"])
         agent.critic.load_state_dict(resume_state["critic"])
@@ -735,7 +839,7 @@ def main(args: Args) -> dict:
         np.random.set_state(tuple(x.numpy() if torch.is_tensor(x) else x for x in ts["numpy_rng"]))
         random.setstate(ts["python_rng"])
         global_step, start_iteration = resume_state["global_step"], ts["iteration"] + 1
-        env_seed = args.seed + global_step  # fresh episodes: environment states cannot be restored
+        saved_envs, recent_returns = ts.get("envs"), ts.get("recent_returns", [])
         print(f"resuming {run_dir} at step {global_step}", flush=True)
 
     if args.track:
@@ -757,7 +861,8 @@ def main(args: Args) -> dict:
         np_state = np.random.get_state()
         state["train_state"] = {"optimizer": optimizer.state_dict(), "iteration": iteration, "torch_rng": torch.get_rng_state(),
                                 "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
-                                "python_rng": random.getstate()}
+                                "python_rng": random.getstate(), "envs": env_state(envs, raw_obs) if domain == "mlp" else None,
+                                "recent_returns": list(recent_returns)}
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
 
     def prepare_obs(raw: np.ndarray) -> torch.Tensor:
@@ -767,9 +872,12 @@ def main(args: Args) -> dict:
     obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.float32 if domain == "mlp" else torch.uint8,
                       device=device)
 
-    raw_obs, _ = envs.reset(seed=env_seed)
+    # a resumed run continues the very episodes it was in (pixel domains: new ones, seeded by the step)
+    raw_obs, _ = envs.reset(seed=args.seed if saved_envs is not None or resume_state is None else args.seed + global_step)
+    if saved_envs is not None:
+        raw_obs = set_env_state(envs, saved_envs)
     next_obs = prepare_obs(raw_obs)
-    recent_returns, start_time, start_step = [], time.time(), global_step
+    start_time, start_step = time.time(), global_step
     progress = tqdm(total=args.total_timesteps, initial=global_step, unit="step", dynamic_ncols=True,
                     mininterval=1 if sys.stderr.isatty() else 30, desc=os.path.basename(run_dir))
     iteration = start_iteration - 1
@@ -823,8 +931,8 @@ def main(args: Args) -> dict:
             sys.exit(128 + stop["signal"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
     progress.close()
-    envs.close()
     save_checkpoint(iteration)
+    envs.close()
 
     # ---- final evaluation (SPEC section 5): student and teacher, same protocol and seeds
     deterministic = domain != "procgen"  # Procgen: stochastic actions, unseen test levels
@@ -839,6 +947,9 @@ def main(args: Args) -> dict:
                   "seed": args.seed, "teacher_checkpoint": args.teacher, "global_step": global_step, "deterministic": deterministic,
                   "kl_direction": args.kl_direction, "teacher_noise_std": args.teacher_noise_std,
                   "student": student_eval, "teacher": teacher_eval}
+    if domain == "mlp":
+        evaluation["train_env"] = {"torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization}
+        evaluation["eval_env"] = f"{args.env_id}, unmodified"
     student_score, teacher_score = student_eval["mean_return"], teacher_eval["mean_return"]
     if args.teacher_noise_std > 0:  # the uncorrupted teacher too, the reference of the paper's Table 2
         evaluation["teacher_clean"] = run_eval(agent_from_checkpoint(teacher_ckpt).to(device).actor, levels)
