@@ -579,7 +579,7 @@ def prepare_run(args: Args, default_name: str):
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
             raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
-        changed = [k for k in STRUCTURAL if state["args"].get(k) != getattr(args, k)]
+        changed = [k for k in STRUCTURAL if k in state["args"] and state["args"][k] != getattr(args, k)]  # flags newer than the run: as it ran
         if changed:
             raise UsageError(f"--resume: these flags differ from the interrupted run: "
                              + ", ".join(f"--{k.replace('_', '-')} {state['args'][k]!r} (now {getattr(args, k)!r})" for k in changed)
