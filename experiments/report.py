@@ -313,6 +313,23 @@ def plot_curves(results: list, out_dir: str, n_resamples: int, seed: int) -> lis
     def legend(label):
         return label + " (teacher acts)" if label == "teacher-distill" else label
 
+    def bins(panel: list) -> tuple:
+        """30 bins over the steps every run of the panel reached: (edges, centres)."""
+        edges = np.linspace(0, max(min(r.global_step or curves[r.run_dir][0].max() for r in panel), 1), 31)
+        return edges, (edges[1:] + edges[:-1]) / 2
+
+    def finish(ax, title: str, ylabel: str) -> None:
+        ax.set_title(title)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, name), dpi=110)
+        plt.close(fig)
+        written.append(os.path.join(out_dir, name))
+
     # ---- aggregate per domain and size (Figure 1)
     domains = sorted({domain_of(r.env_id) for r in runs})
     archs = sort_archs({r.arch for r in runs})
@@ -324,9 +341,7 @@ def plot_curves(results: list, out_dir: str, n_resamples: int, seed: int) -> lis
             if not panel:
                 ax.set_visible(False)
                 continue
-            end = min(r.global_step or curves[r.run_dir][0].max() for r in panel)
-            edges = np.linspace(0, max(end, 1), 31)
-            x = (edges[1:] + edges[:-1]) / 2
+            edges, x = bins(panel)
             for label in sorted({r.label for r in panel}, key=method_order):
                 by_env = defaultdict(list)
                 for r in panel:
@@ -338,15 +353,8 @@ def plot_curves(results: list, out_dir: str, n_resamples: int, seed: int) -> lis
                 ax.plot(x, mid, style(label), color=color(label), label=legend(label))
                 ax.fill_between(x, lo, hi, color=color(label), alpha=0.2, lw=0)
             ax.axhline(1.0, color="k", ls="--", lw=1)
-            ax.set_title(f"{d}, {arch} student")
-            ax.set_xlabel("environment steps")
-            ax.set_ylabel("training return / teacher")
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(out_dir, "curves.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+            finish(ax, f"{d}, {arch} student", "training return / teacher")
+    save(fig, "curves.png")
 
     # ---- per environment (Figures 9-11)
     envs = sorted({r.env_id for r in runs}, key=lambda e: (domain_of(e), e))
@@ -358,24 +366,15 @@ def plot_curves(results: list, out_dir: str, n_resamples: int, seed: int) -> lis
             if not panel:
                 ax.set_visible(False)
                 continue
-            end = min(r.global_step or curves[r.run_dir][0].max() for r in panel)
-            edges = np.linspace(0, max(end, 1), 31)
-            x = (edges[1:] + edges[:-1]) / 2
+            edges, x = bins(panel)
             for label in sorted({r.label for r in panel}, key=method_order):
                 ys = np.stack([stats.curve_on_grid(*curves[r.run_dir], edges) for r in panel if r.label == label])
                 ax.plot(x, ys.mean(0), style(label), color=color(label), label=f"{legend(label)} ({len(ys)})")
             teacher = [r.raw_teacher for r in panel if r.raw_teacher is not None]
             if teacher:
                 ax.axhline(float(np.mean(teacher)), color="k", ls="--", lw=1, label="teacher (evaluation)")
-            ax.set_title(f"{env_id}, {arch} student")
-            ax.set_xlabel("environment steps")
-            ax.set_ylabel("training episode return")
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(out_dir, "curves_per_env.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+            finish(ax, f"{env_id}, {arch} student", "training episode return")
+    save(fig, "curves_per_env.png")
     return written
 
 
