@@ -1,0 +1,335 @@
+"""Bring your own teacher (issue #9): a Stable-Baselines3 PPO .zip (with its VecNormalize statistics) and a CleanRL PPO
+state dict, imported by student_distill.py / teacher_distill.py, give the very action distributions and values that
+the library's own policy gives on the same raw observations; the scripts distill from them and carry the teacher's
+normalization into the student; bad files are refused with one line before anything is written.
+
+The SB3 teachers are built here (untrained, every parameter perturbed so no layer is at its initial value);
+stable-baselines3 comes from benchmarks/requirements.txt (the SB3 tests are skipped without it). About 30 s on 2 busy
+cores, most of it in the two short script runs.
+"""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from conftest import REPO, run_script, script_env
+from torch.distributions import Categorical, Normal
+
+import student_distill as sd
+import teacher_distill as td
+
+MODULES = pytest.mark.parametrize("module", [sd, td], ids=["student_distill", "teacher_distill"])
+CARTPOLE_TEACHER = os.path.join(REPO, "teachers", "CartPole-v1.pt")
+
+
+def raw_observations(env_id: str, n: int = 300) -> np.ndarray:
+    """Observations of random play, plus some 30 times larger: clipping (or its absence) must be the library's."""
+    env = gym.make(env_id)
+    env.action_space.seed(0)
+    obs, _ = env.reset(seed=0)
+    out = []
+    for _ in range(n):
+        out.append(obs)
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            obs, _ = env.reset()
+    out = np.array(out, np.float32)
+    return np.concatenate([out, 30 * out[:30]])
+
+
+def imported_outputs(module, ckpt: dict, raw: np.ndarray):
+    """The imported teacher's ((mean, std) or (probs,)) and values on raw observations, as the script computes them."""
+    agent = module.agent_from_checkpoint(ckpt)
+    x = torch.as_tensor(module.RunningMeanStd(tuple(ckpt["obs_shape"])).load_state_dict(ckpt["obs_rms"]).normalize(raw))
+    with torch.no_grad():
+        dist = agent.actor(x)
+        params = (dist.base_dist.loc, dist.base_dist.scale) if agent.actor.continuous else (dist.probs,)
+        return params, agent.get_value(x)
+
+
+def assert_same(ours, theirs):
+    (our_params, our_value), (their_params, their_value) = ours, theirs
+    assert len(our_params) == len(their_params)
+    for a, b in zip(our_params + (our_value,), their_params + (their_value,)):
+        torch.testing.assert_close(a, b.reshape(a.shape), rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stable-Baselines3
+# ----------------------------------------------------------------------------------------------------
+SB3_CASES = {  # env: (VecNormalize kwargs or None, policy_kwargs): non-default clip, no VecNormalize, ReLU, Discrete
+    "Pendulum-v1": ({"clip_obs": 5.0}, {}),
+    "Hopper-v5": (None, {"activation_fn": nn.ReLU, "net_arch": {"pi": [32, 32], "vf": [32, 32]}}),
+    "CartPole-v1": ({}, {}),
+}
+
+
+class SB3Teacher:
+    """An SB3 PPO saved to `zip` (and its VecNormalize, stepped 300 random steps, to `vecnormalize`), with `outputs`:
+    SB3's own action distribution and value on raw observations, normalized by the VecNormalize."""
+
+    def __init__(self, folder, env_id: str, normalize, policy_kwargs: dict, **ppo_kwargs):
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.env_util import make_vec_env
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        venv = make_vec_env(env_id, n_envs=2, seed=0)
+        self.zip, self.vecnormalize, self.venv = str(folder / f"{env_id}.zip"), None, None
+        if normalize is not None:
+            self.venv = venv = VecNormalize(venv, **normalize)
+            venv.reset()
+            for _ in range(150):
+                venv.step(np.array([venv.action_space.sample() for _ in range(2)]))
+            self.vecnormalize = str(folder / f"{env_id}_vecnormalize.pkl")
+            venv.save(self.vecnormalize)
+        self.model = PPO("MlpPolicy", venv, policy_kwargs=policy_kwargs, seed=0, device="cpu", **ppo_kwargs)
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in self.model.policy.parameters():
+                p.add_(0.3 * torch.randn(p.shape, generator=generator))
+        self.model.save(self.zip)
+
+    def normalize(self, raw: np.ndarray) -> np.ndarray:
+        return self.venv.normalize_obs(raw) if self.venv is not None else raw
+
+    def outputs(self, raw: np.ndarray):
+        x = torch.as_tensor(self.normalize(raw))
+        with torch.no_grad():
+            dist = self.model.policy.get_distribution(x).distribution
+            value = self.model.policy.predict_values(x).squeeze(-1)
+        return ((dist.mean, dist.stddev) if isinstance(dist, Normal) else (dist.probs,)), value
+
+
+@pytest.fixture(scope="module")
+def sb3_teachers(tmp_path_factory):
+    pytest.importorskip("stable_baselines3")
+    folder = tmp_path_factory.mktemp("sb3")
+    return {env_id: SB3Teacher(folder, env_id, *case) for env_id, case in SB3_CASES.items()}
+
+
+@MODULES
+@pytest.mark.parametrize("env_id", list(SB3_CASES))
+def test_sb3_teacher_gives_sb3s_own_action_distribution_and_value(module, env_id, sb3_teachers):
+    teacher, raw = sb3_teachers[env_id], raw_observations(env_id)
+    ckpt = module.import_teacher(teacher.zip, env_id, teacher.vecnormalize)
+    assert ckpt["arch_config"] == ({"hidden": [32, 32], "activation": "relu"} if env_id == "Hopper-v5"
+                                   else {"hidden": [64, 64], "activation": "tanh"})  # SB3's default for PPO
+    assert_same(imported_outputs(module, ckpt, raw), teacher.outputs(raw))
+    if teacher.venv is None:  # raw observations, the large ones too, reach the network unclipped
+        assert np.abs(raw).max() > 10
+        rms = module.RunningMeanStd((raw.shape[1],)).load_state_dict(ckpt["obs_rms"])
+        np.testing.assert_array_equal(rms.normalize(raw), raw)
+
+
+def test_sb3_teacher_is_read_without_stable_baselines3_installed(sb3_teachers):
+    teacher = sb3_teachers["Pendulum-v1"]
+    code = ("import sys; sys.modules['stable_baselines3'] = None  # any import of it fails\n"
+            "import student_distill as sd\n"
+            f"ckpt = sd.import_teacher({teacher.zip!r}, 'Pendulum-v1', {teacher.vecnormalize!r})\n"
+            "import json; print(json.dumps([ckpt['obs_rms']['clip'], ckpt['obs_rms']['mean'].tolist()]))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    clip, mean = json.loads(result.stdout.strip().splitlines()[-1])
+    assert clip == 5.0 and mean == teacher.venv.obs_rms.mean.tolist()
+
+
+class RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickled by plain pickle, this would run `touch marker`
+        return os.system, (f"touch {self.marker}",)
+
+
+@MODULES
+def test_vecnormalize_file_runs_no_code_of_its_own(module, tmp_path):
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(RunsACommand(tmp_path / "ran")))
+    with pytest.raises(module.UsageError, match="cannot read --teacher-vecnormalize"):
+        module.vecnormalize_obs_rms(str(tmp_path / "evil.pkl"))
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("script", ["student_distill.py", "teacher_distill.py"])
+def test_script_distills_from_an_sb3_teacher_and_its_student_keeps_the_teachers_normalization(script, sb3_teachers, tmp_path):
+    teacher = sb3_teachers["Pendulum-v1"]
+    result = run_script(script, "--teacher", teacher.zip, "--teacher-vecnormalize", teacher.vecnormalize, "--env-id",
+                        "Pendulum-v1", "--num-envs", 2, "--total-timesteps", 100, "--eval-episodes", 1, "--no-cuda",
+                        "--output-dir", tmp_path, "--run-name", "run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    evaluation = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert evaluation["teacher_checkpoint"] == teacher.zip
+
+    # the teacher's score is that of SB3's own deterministic policy on the same evaluation episode (seed + 10000)
+    env, total, done = gym.make("Pendulum-v1"), 0.0, False
+    obs, _ = env.reset(seed=1 + 10_000)
+    while not done:
+        action, _ = teacher.model.predict(teacher.normalize(obs[None]), deterministic=True)
+        obs, reward, terminated, truncated, _ = env.step(action[0])
+        total, done = total + reward, terminated or truncated
+    assert evaluation["teacher"]["mean_return"] == pytest.approx(total, rel=1e-4)
+
+    # the student normalizes exactly as the SB3 teacher (clip 5), so it can be the next teacher
+    student = sd.load_checkpoint(str(tmp_path / "run" / "model.pt"), "Pendulum-v1")
+    raw = raw_observations("Pendulum-v1")
+    rms = sd.RunningMeanStd((3,)).load_state_dict(student["obs_rms"])
+    np.testing.assert_array_equal(rms.normalize(raw), teacher.normalize(raw))
+
+
+# ----------------------------------------------------------------------------------------------------
+# CleanRL: the Agents of ppo_continuous_action.py and ppo.py, copied (default sizes: 64-64, Tanh)
+# ----------------------------------------------------------------------------------------------------
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class CleanRLContinuousAgent(nn.Module):  # cleanrl/ppo_continuous_action.py
+    def __init__(self, obs_dim, act_dim):
+        super().__init__()
+        self.critic = nn.Sequential(layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)), nn.Tanh(),
+                                    layer_init(nn.Linear(64, 1), std=1.0))
+        self.actor_mean = nn.Sequential(layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)), nn.Tanh(),
+                                        layer_init(nn.Linear(64, act_dim), std=0.01))
+        self.actor_logstd = nn.Parameter(torch.zeros(1, act_dim))
+
+    def outputs(self, x):  # what get_action_and_value builds: Normal(action_mean, exp(actor_logstd)), and the value
+        action_mean = self.actor_mean(x)
+        probs = Normal(action_mean, torch.exp(self.actor_logstd.expand_as(action_mean)))
+        return (probs.mean, probs.stddev), self.critic(x)
+
+
+class CleanRLDiscreteAgent(nn.Module):  # cleanrl/ppo.py
+    def __init__(self, obs_dim, n):
+        super().__init__()
+        self.critic = nn.Sequential(layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)), nn.Tanh(),
+                                    layer_init(nn.Linear(64, 1), std=1.0))
+        self.actor = nn.Sequential(layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)), nn.Tanh(),
+                                   layer_init(nn.Linear(64, n), std=0.01))
+
+    def outputs(self, x):
+        return (Categorical(logits=self.actor(x)).probs,), self.critic(x)
+
+
+def cleanrl_teacher(path, agent: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in agent.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    torch.save(agent.state_dict(), path)
+    return agent
+
+
+def normalize_observation_stats(env_id: str, steps: int = 300):
+    """gymnasium's NormalizeObservation after random play, frozen (the wrapper ppo_continuous_action.py trains with)."""
+    env = gym.wrappers.NormalizeObservation(gym.make(env_id))
+    env.action_space.seed(0)
+    env.reset(seed=0)
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    env.update_running_mean = False
+    return env
+
+
+@MODULES
+@pytest.mark.parametrize("with_stats", [True, False], ids=["obs-rms", "raw-obs"])
+def test_cleanrl_continuous_teacher_gives_cleanrls_own_action_distribution_and_value(module, with_stats, tmp_path, capsys):
+    agent = cleanrl_teacher(tmp_path / "hopper.cleanrl_model", CleanRLContinuousAgent(11, 3))
+    raw = raw_observations("Hopper-v5")
+    if with_stats:
+        wrapper = normalize_observation_stats("Hopper-v5")
+        np.savez(tmp_path / "obs_rms.npz", mean=wrapper.obs_rms.mean, var=wrapper.obs_rms.var)
+        x = np.clip(wrapper.observation(raw), -10, 10)  # CleanRL: NormalizeObservation, then clipped to +-10
+    else:
+        x = raw
+    ckpt = module.import_teacher(str(tmp_path / "hopper.cleanrl_model"), "Hopper-v5",
+                                 obs_rms=str(tmp_path / "obs_rms.npz") if with_stats else None)
+    with torch.no_grad():
+        assert_same(imported_outputs(module, ckpt, raw), agent.outputs(torch.as_tensor(x)))
+    assert ("without --teacher-obs-rms" in capsys.readouterr().err) != with_stats  # warned only without the statistics
+
+
+@MODULES
+def test_cleanrl_discrete_teacher_gives_cleanrls_own_probabilities_and_value(module, tmp_path):
+    agent = cleanrl_teacher(tmp_path / "cartpole.cleanrl_model", CleanRLDiscreteAgent(4, 2))
+    raw = raw_observations("CartPole-v1")
+    ckpt = module.import_teacher(str(tmp_path / "cartpole.cleanrl_model"), "CartPole-v1")
+    with torch.no_grad():
+        assert_same(imported_outputs(module, ckpt, raw), agent.outputs(torch.as_tensor(raw)))
+
+
+@MODULES
+def test_our_checkpoints_still_build_relu_networks(module):
+    ckpt = module.load_checkpoint(CARTPOLE_TEACHER)
+    assert "activation" not in ckpt["arch_config"]
+    assert any(isinstance(m, nn.ReLU) for m in module.agent_from_checkpoint(ckpt).modules())
+    assert not any(isinstance(m, nn.Tanh) for m in module.agent_from_checkpoint(ckpt).modules())
+
+
+# ----------------------------------------------------------------------------------------------------
+# bad input: one line naming the problem and the fix, nothing written
+# ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, sb3_teachers):
+    folder = tmp_path_factory.mktemp("bad")
+    (folder / "garbage.zip").write_bytes(b"not a zip file at all")
+    (folder / "garbage.pkl").write_bytes(b"not a pickle")
+    conv = nn.Conv2d(4, 32, 8, stride=4)  # CleanRL's ppo_atari: network.0 is the first conv
+    torch.save({"network.0.weight": conv.weight, "network.0.bias": conv.bias}, folder / "atari.cleanrl_model")
+    torch.save({"qf1.0.weight": torch.zeros(64, 3), "qf1.0.bias": torch.zeros(64)}, folder / "sac.cleanrl_model")
+    os.rename(SB3Teacher(folder, "Pendulum-v1", None, {}, use_sde=True).zip, folder / "gsde.zip")
+    return folder
+
+
+def bad_cases(files, sb3):
+    pendulum, cartpole = sb3["Pendulum-v1"], sb3["CartPole-v1"]
+    return {  # flags: words the error line must hold
+        "no env id": (["--teacher", pendulum.zip], ["--env-id"]),
+        "other env": (["--teacher", cartpole.zip, "--env-id", "Acrobot-v1"], ["maps 4 observations to 2", "Acrobot-v1 has 6 and 3"]),
+        "discrete env for a Gaussian": (["--teacher", pendulum.zip, "--env-id", "CartPole-v1"], ["Gaussian", "--env-id"]),
+        "pixel env": (["--teacher", cartpole.zip, "--env-id", "PongNoFrameskip-v4"], ["MLP", "PongNoFrameskip-v4"]),
+        "not a zip": (["--teacher", files / "garbage.zip", "--env-id", "Pendulum-v1"], ["cannot read Stable-Baselines3", "model.save()"]),
+        "gSDE": (["--teacher", files / "gsde.zip", "--env-id", "Pendulum-v1"], ["gSDE"]),
+        "other env's statistics": (["--teacher", pendulum.zip, "--env-id", "Pendulum-v1", "--teacher-vecnormalize",
+                                    cartpole.vecnormalize], ["shape (4,)", "Pendulum-v1 has (3,)"]),
+        "not a VecNormalize": (["--teacher", pendulum.zip, "--env-id", "Pendulum-v1", "--teacher-vecnormalize",
+                                files / "garbage.pkl"], ["cannot read --teacher-vecnormalize", "VecNormalize.save()"]),
+        "CleanRL Atari": (["--teacher", files / "atari.cleanrl_model", "--env-id", "Pendulum-v1"], ["ppo_atari", "not read yet"]),
+        "unknown layout": (["--teacher", files / "sac.cleanrl_model", "--env-id", "Pendulum-v1"], ["is not a CleanRL PPO MLP policy"]),
+        "statistics for our checkpoint": (["--teacher", CARTPOLE_TEACHER, "--teacher-vecnormalize", cartpole.vecnormalize],
+                                          ["foreign teacher"]),
+        "obs-rms for SB3": (["--teacher", pendulum.zip, "--env-id", "Pendulum-v1", "--teacher-obs-rms", files / "x.npz"],
+                            ["--teacher-obs-rms", "CleanRL"]),
+    }
+
+
+BAD_CASE_NAMES = ["no env id", "other env", "discrete env for a Gaussian", "pixel env", "not a zip", "gSDE",
+                  "other env's statistics", "not a VecNormalize", "CleanRL Atari", "unknown layout",
+                  "statistics for our checkpoint", "obs-rms for SB3"]
+
+
+@MODULES
+@pytest.mark.parametrize("case", BAD_CASE_NAMES)
+def test_bad_foreign_teacher_is_refused_with_one_line_before_anything_is_written(module, case, bad_files, sb3_teachers,
+                                                                                  tmp_path, capsys):
+    import tyro
+
+    flags, words = bad_cases(bad_files, sb3_teachers)[case]
+    args = tyro.cli(module.Args, args=[str(f) for f in flags] + ["--output-dir", str(tmp_path / "out"), "--no-cuda"])
+    with pytest.raises(SystemExit) as refused:
+        module.main(args)
+    assert refused.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert not (tmp_path / "out").exists()
