@@ -10,10 +10,13 @@ lists the whole method. With `--distill-coef 0` the script is PPO, number for nu
 
     python ppd_mujoco.py                                   # shipped Hopper-v5 teacher -> same-size student
     python ppd_mujoco.py --teacher teachers/CartPole-v1.pt --total-timesteps 50000
+    python ppd_mujoco.py --teacher a.pt --teacher-weight 0.75 --teacher b.pt --teacher-weight 0.25   # two teachers
+    python ppd_mujoco.py --distill-coef-schedule adaptive        # lambda -> 0 as the student reaches the teacher
 """
 
 import difflib
 import json
+import math
 import os
 import random
 import signal
@@ -34,13 +37,14 @@ from tqdm import tqdm
 torch.distributions.Distribution.set_default_validate_args(False)
 
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
+DEFAULT_TEACHER = "teachers/Hopper-v5.pt"  # PPD
 
 
 @dataclass
 class Args:
     # General settings
-    teacher: str = "teachers/Hopper-v5.pt"  # PPD
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts)"""
+    teacher: tuple[str, ...] = ()  # PPD
+    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts); repeat the flag for several teachers of the same env, whose terms are summed with --teacher-weight (default: teachers/Hopper-v5.pt)"""
     env_id: Optional[str] = None
     """gymnasium env id with a flat Box observation (default: the teacher's env)"""
     torso_mass_scale: Optional[float] = None
@@ -77,10 +81,16 @@ class Args:
     # Algorithm settings (paper A.3: the teacher's PPO settings except gamma, ent_coef and num_steps)
     distill_coef: float = 1.0  # PPD
     """lambda, weight of the distillation term; 0 gives plain PPO"""
+    distill_coef_schedule: Literal["constant", "linear", "cosine", "adaptive"] = "constant"  # PPD
+    """lambda over the run, recomputed every update: constant; linear or cosine: decays from --distill-coef to 0 at --total-timesteps; adaptive: --distill-coef x clip((R_teacher - R_student) / |R_teacher|, 0, 1), R_student the mean return of the student's last 20 training episodes (--distill-coef until the first one ends), so lambda is 0 once the student matches the teacher and it is free to surpass an imperfect one"""
+    teacher_return: Optional[float] = None  # PPD
+    """R_teacher of the adaptive schedule (default: the first teacher's checkpoint evaluation `mean_return`, else a 10-episode evaluation of it at the start; with --teacher-noise-std > 0 always that evaluation, of the noisy teacher, since the checkpoint's score is the clean teacher's)"""
+    teacher_weight: tuple[float, ...] = ()  # PPD
+    """weight w_k of each teacher's term, one per --teacher in the same order, normalized to sum to 1 (default: equal weights)"""
     kl_direction: Literal["forward", "reverse"] = "forward"  # PPD
     """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""
     teacher_noise_std: float = 0.0  # PPD
-    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (paper: 0.05)"""
+    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (+ 1000 x the teacher's index) (paper: 0.05)"""
     total_timesteps: int = 2_000_000
     """environment steps to train"""
     learning_rate: float = 3e-4
@@ -362,6 +372,36 @@ def add_teacher_noise(agent: nn.Module, std: float, seed: int) -> None:  # PPD
             p.add_(torch.randn(p.shape, generator=generator) * std)
 
 
+def teacher_weights(weights, num_teachers: int) -> tuple:  # PPD
+    """--teacher-weight checked and normalized to sum to 1 (equal weights when none are given); UsageError otherwise."""
+    weights = tuple(float(w) for w in weights) or (1.0,) * num_teachers
+    if len(weights) != num_teachers:
+        raise UsageError(f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s); give one "
+                         "weight per --teacher, in the same order, or none for equal weights")
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:
+        raise UsageError(f"--teacher-weight must be finite, >= 0 and not all 0, got {', '.join(map(str, weights))}")
+    return tuple(w / sum(weights) for w in weights)
+
+
+def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_student_return: Optional[float],  # PPD
+                    teacher_return: Optional[float]) -> float:
+    """lambda at environment step `step` of `total` (--distill-coef-schedule). recent_student_return: mean return of
+    the student's last training episodes, None before the first one ends; teacher_return: R_teacher (adaptive only)."""
+    progress = min(max(step / total, 0.0), 1.0)
+    if schedule == "constant":
+        return coef
+    if schedule == "linear":
+        return coef * (1.0 - progress)
+    if schedule == "cosine":  # half a cosine, from coef to 0
+        return coef * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "adaptive":  # the student's shortfall as a fraction of the teacher's return, clipped to [0, 1]
+        if recent_student_return is None:
+            return coef
+        shortfall = (teacher_return - recent_student_return) / max(abs(teacher_return), 1e-8)
+        return coef * min(max(shortfall, 0.0), 1.0)
+    raise ValueError(f"unknown distill-coef schedule '{schedule}'")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Checkpoints (SPEC section 7): one self-describing file, the same for teachers and students
 # ----------------------------------------------------------------------------------------------------
@@ -507,7 +547,8 @@ def eval_summary(returns: list) -> dict:
 # Run folders
 # ----------------------------------------------------------------------------------------------------
 STRUCTURAL = ("env_id", "teacher", "torso_mass_scale", "mass_randomization", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size",
-              "distill_coef", "kl_direction", "teacher_noise_std")
+              "distill_coef", "kl_direction", "teacher_noise_std",
+              "teacher_weight", "distill_coef_schedule", "teacher_return")  # PPD
 
 
 def prepare_run(args: Args, default_name: str):
@@ -518,6 +559,8 @@ def prepare_run(args: Args, default_name: str):
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
             raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
+        if isinstance(state["args"].get("teacher"), str):  # PPD: a run from before several teachers
+            state["args"]["teacher"] = (state["args"]["teacher"],)  # PPD
         changed = [k for k in STRUCTURAL if k in state["args"] and state["args"][k] != getattr(args, k)]  # flags newer than the run: as it ran
         if changed:
             raise UsageError(f"--resume: these flags differ from the interrupted run: "
@@ -545,9 +588,13 @@ def main(args: Args) -> dict:
     try:
         if args.distill_coef < 0:  # PPD
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
+        args.teacher = (args.teacher,) if isinstance(args.teacher, str) else (tuple(args.teacher) or (DEFAULT_TEACHER,))  # PPD
+        args.teacher_weight = teacher_weights(args.teacher_weight, len(args.teacher))  # PPD: normalized, sum 1
+        if args.teacher_return is not None and not math.isfinite(args.teacher_return):  # PPD
+            raise UsageError(f"--teacher-return must be a finite number, got {args.teacher_return}")  # PPD
         if args.env_id is not None:
             check_env_id(args.env_id)
-        teacher_ckpt = load_checkpoint(args.teacher, env_id=args.env_id)  # PPD
+        teacher_ckpt = load_checkpoint(args.teacher[0], env_id=args.env_id)  # PPD: the first teacher sets the env
         args.env_id = args.env_id or teacher_ckpt["env_id"]  # PPD
         for name, off in (("torso_mass_scale", 1.0), ("mass_randomization", 0.0)):  # PPD: train where the teacher did
             if getattr(args, name) is None:  # PPD
@@ -563,7 +610,8 @@ def main(args: Args) -> dict:
                              f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
         num_minibatches, minibatch_size = minibatch_split(args.num_envs * args.num_steps, args.minibatch_size)
         envs = make_envs(args.env_id, args.num_envs, args.torso_mass_scale, args.mass_randomization)
-        load_checkpoint(args.teacher, args.env_id, envs.single_observation_space.shape, envs.single_action_space)  # PPD
+        teacher_ckpts = [load_checkpoint(path, args.env_id, envs.single_observation_space.shape, envs.single_action_space)  # PPD
+                         for path in args.teacher]  # PPD: every teacher fits the env
         default_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         run_dir, resume_state = prepare_run(args, default_name)
     except UsageError as e:
@@ -573,11 +621,25 @@ def main(args: Args) -> dict:
     obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    # the teacher is built before seeding, so that the student's initialization matches plain PPO's
-    teacher = agent_from_checkpoint(teacher_ckpt)  # PPD
-    if args.teacher_noise_std > 0:  # PPD
-        add_teacher_noise(teacher, args.teacher_noise_std, args.seed)  # PPD
-    teacher = teacher.to(device).eval().requires_grad_(False)  # PPD: frozen
+    # the teachers are built before seeding, so that the student's initialization matches plain PPO's
+    teachers = [agent_from_checkpoint(ckpt) for ckpt in teacher_ckpts]  # PPD
+    for k, teacher in enumerate(teachers):  # PPD
+        if args.teacher_noise_std > 0:  # PPD
+            add_teacher_noise(teacher, args.teacher_noise_std, args.seed + 1000 * k)  # PPD
+        teacher.to(device).eval().requires_grad_(False)  # PPD: frozen
+    # each teacher sees observations normalized by its own frozen statistics; the student by the first teacher's  # PPD
+    teacher_obs_rms = [RunningMeanStd(obs_shape).load_state_dict(ckpt["obs_rms"]) for ckpt in teacher_ckpts]  # PPD
+    teacher_weight = torch.tensor(args.teacher_weight, device=device)  # PPD: w_k
+    # R_teacher of the adaptive lambda: flag, else as the interrupted run had it, else the checkpoint's, else measured  # PPD
+    teacher_return = args.teacher_return if args.distill_coef_schedule == "adaptive" else None  # PPD
+    if args.distill_coef_schedule == "adaptive" and teacher_return is None:  # PPD
+        teacher_return = (resume_state or {}).get("train_state", {}).get("teacher_return")  # PPD
+        if teacher_return is None and args.teacher_noise_std == 0:  # PPD: a noisy teacher's own return is unknown
+            teacher_return = (teacher_ckpts[0].get("eval") or {}).get("mean_return")  # PPD
+        if teacher_return is None:  # PPD
+            print("measuring the teacher's return for the adaptive lambda (10 episodes)", flush=True)  # PPD
+            teacher_return = eval_summary(evaluate(teachers[0].actor, args.env_id, min(10, args.eval_episodes),  # PPD
+                                                   args.seed + 10_000, device, teacher_obs_rms[0]))["mean_return"]  # PPD
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -587,7 +649,7 @@ def main(args: Args) -> dict:
     agent = Agent(ARCHS[args.student_arch], obs_shape, action_space).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     # the teacher's observation normalization, frozen, for what both networks see (paper A.2)
-    obs_rms = RunningMeanStd(obs_shape).load_state_dict(teacher_ckpt["obs_rms"])
+    obs_rms = RunningMeanStd(obs_shape).load_state_dict(teacher_ckpts[0]["obs_rms"])
     return_rms, discounted_return = RunningMeanStd(), np.zeros(args.num_envs)
     global_step, start_iteration, saved_envs, recent_returns = 0, 1, None, []
     if resume_state is not None:
@@ -628,6 +690,7 @@ def main(args: Args) -> dict:
                                 "python_rng": random.getstate(), "envs": env_state(envs, raw_obs),
                                 "discounted_return": torch.from_numpy(discounted_return.copy()),
                                 "recent_returns": list(recent_returns)}
+        state["train_state"]["teacher_return"] = teacher_return  # PPD: R_teacher of the adaptive lambda
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
 
     # ALGO Logic: storage setup
@@ -637,6 +700,7 @@ def main(args: Args) -> dict:
     rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
     dones = torch.zeros((args.num_steps, args.num_envs), device=device)
     values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    raw_observations = np.zeros((args.num_steps, args.num_envs) + obs_shape)  # PPD: for the teachers' own normalizations
 
     # a resumed run continues the very episodes it was in (or, for envs whose state is out of reach, new ones)
     raw_obs, _ = envs.reset(seed=args.seed if saved_envs is not None or resume_state is None else args.seed + global_step)
@@ -650,12 +714,15 @@ def main(args: Args) -> dict:
     for iteration in range(start_iteration, num_iterations + 1):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
+        distill_coef = distill_coef_at(args.distill_coef_schedule, args.distill_coef, global_step, args.total_timesteps,  # PPD
+                                       float(np.mean(recent_returns)) if recent_returns else None, teacher_return)  # PPD
 
         # ---- rollout: the student acts (student-driven distillation)
         agent.eval()
         for step in range(args.num_steps):
             global_step += args.num_envs
             obs[step] = next_obs
+            raw_observations[step] = raw_obs  # PPD
             with torch.no_grad():
                 action, logprob, _, value, _ = agent.get_action_and_value(next_obs)
             values[step], actions[step], logprobs[step] = value, action, logprob
@@ -692,9 +759,11 @@ def main(args: Args) -> dict:
         b_obs = obs.reshape((-1,) + obs_shape)
         b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape((-1,) + action_space.shape)
         b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
-        with torch.no_grad():  # PPD: the teacher depends only on the states: one forward per rollout
-            b_teacher = dist_params(teacher.actor(b_obs))  # PPD: (logits,) or (mean, log_std) per state
-        clipfracs, kls, agreements = [], [], []  # PPD: kls, agreements
+        b_raw_observations = raw_observations.reshape((-1,) + obs_shape)  # PPD
+        with torch.no_grad():  # PPD: a teacher depends only on the states: one forward per rollout and teacher
+            b_teachers = [dist_params(teacher.actor(torch.as_tensor(rms.normalize(b_raw_observations), device=device)))  # PPD
+                          for teacher, rms in zip(teachers, teacher_obs_rms)]  # PPD: (logits,) or (mean, log_std) per state
+        clipfracs, kls, agreements, teacher_kls = [], [], [], []  # PPD: kls, agreements, teacher_kls
         for epoch in range(args.update_epochs):
             b_inds = torch.randperm(batch_size, device=device)
             for start in range(0, batch_size, minibatch_size):
@@ -714,12 +783,15 @@ def main(args: Args) -> dict:
                                     -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
                 v_loss = ((newvalue - b_returns[mb_inds]) ** 2).mean()  # c_v * (V - R)^2, as SB3 (CleanRL halves it)
                 entropy_loss = entropy.mean()
-                mb_teacher = tuple(x[mb_inds] for x in b_teacher)  # PPD
-                kl = kl_divergence(mb_teacher, dist_params(dist), args.kl_direction)  # PPD
+                mb_teachers = [tuple(x[mb_inds] for x in b_teacher) for b_teacher in b_teachers]  # PPD
+                student = dist_params(dist)  # PPD
+                kl_per_teacher = torch.stack([kl_divergence(t, student, args.kl_direction) for t in mb_teachers])  # PPD
+                # several teachers: sum_k w_k KL_k * max(ratio, 1 - eps) = (sum_k w_k KL_k) * max(ratio, 1 - eps)  # PPD
+                kl = (teacher_weight[:, None] * kl_per_teacher).sum(0)  # PPD
                 # paper Eq. 2: the KL is weighted by max(ratio, 1 - eps), PPO's clip on the lower side only  # PPD
                 distill_loss = (kl * torch.clamp(ratio, min=1 - args.clip_coef)).mean()  # PPD
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-                loss = loss + args.distill_coef * distill_loss  # PPD
+                loss = loss + distill_coef * distill_loss  # PPD
                 optimizer.zero_grad()
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
@@ -729,10 +801,11 @@ def main(args: Args) -> dict:
                 optimizer.step()
                 with torch.no_grad():  # PPD: how close the student's greedy policy is to the teacher's
                     kls.append(kl.mean().item())  # PPD
-                    if agent.actor.continuous:  # PPD: mean distance between the Gaussians' means
-                        agreements.append((dist.base_dist.loc - mb_teacher[0]).norm(dim=-1).mean().item())  # PPD
-                    else:  # PPD: fraction of states where both pick the same greedy action
-                        agreements.append((dist.logits.argmax(-1) == mb_teacher[0].argmax(-1)).float().mean().item())  # PPD
+                    teacher_kls.append(kl_per_teacher.mean(1).tolist())  # PPD
+                    if agent.actor.continuous:  # PPD: mean distance between the Gaussians' means (first teacher)
+                        agreements.append((dist.base_dist.loc - mb_teachers[0][0]).norm(dim=-1).mean().item())  # PPD
+                    else:  # PPD: fraction of states where both pick the same greedy action (first teacher)
+                        agreements.append((dist.logits.argmax(-1) == mb_teachers[0][0].argmax(-1)).float().mean().item())  # PPD
 
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
@@ -748,12 +821,15 @@ def main(args: Args) -> dict:
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("losses/distill_loss", distill_loss.item(), global_step)  # PPD
         writer.add_scalar("distill/kl", np.mean(kls), global_step)  # PPD
+        for k, teacher_kl in enumerate(np.mean(teacher_kls, axis=0)):  # PPD
+            writer.add_scalar(f"distill/kl_teacher{k}", teacher_kl, global_step)  # PPD
+        writer.add_scalar("distill/lambda", distill_coef, global_step)  # PPD
         writer.add_scalar("distill/mean_action_distance" if agent.actor.continuous else "distill/greedy_agreement",  # PPD
                           np.mean(agreements), global_step)  # PPD
         writer.add_scalar("charts/SPS", sps, global_step)
         progress.update(batch_size)
         progress.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
-                             kl=f"{np.mean(kls):.3f}", refresh=False)  # PPD: kl
+                             kl=f"{np.mean(kls):.3f}", lam=f"{distill_coef:.3g}", refresh=False)  # PPD: kl, lam
 
         if stop["signal"] is not None or (args.checkpoint_every and global_step // args.checkpoint_every
                                           > (global_step - batch_size) // args.checkpoint_every):
@@ -770,20 +846,26 @@ def main(args: Args) -> dict:
 
     # ---- final evaluation (SPEC section 5): student and teacher, same protocol and seeds
     student_eval = eval_summary(evaluate(agent.actor, args.env_id, args.eval_episodes, args.seed + 10_000, device, obs_rms))
-    teacher_eval = eval_summary(evaluate(teacher.actor, args.env_id, args.eval_episodes, args.seed + 10_000, device, obs_rms))
+    teacher_evals = [eval_summary(evaluate(teacher.actor, args.env_id, args.eval_episodes, args.seed + 10_000, device, rms))  # PPD
+                     for teacher, rms in zip(teachers, teacher_obs_rms)]  # PPD: each with its own normalization
+    teacher_eval = teacher_evals[0]  # PPD: "teacher" and fraction_of_teacher: the first teacher's
     evaluation = {"env_id": args.env_id, "method": "ppd" if args.distill_coef > 0 else "ppo", "student_arch": args.student_arch,
                   "global_step": global_step, "deterministic": True, "distill_coef": args.distill_coef,
-                  "seed": args.seed, "teacher_checkpoint": args.teacher, "teacher_noise_std": args.teacher_noise_std,
+                  "seed": args.seed, "teacher_checkpoint": args.teacher[0], "teacher_noise_std": args.teacher_noise_std,
+                  "teacher_checkpoints": list(args.teacher), "teacher_weights": list(args.teacher_weight),  # PPD
+                  "teachers": teacher_evals, "distill_coef_schedule": args.distill_coef_schedule,  # PPD
+                  "teacher_reference_return": teacher_return,  # PPD: R_teacher of the adaptive lambda (else None)
                   "train_env": {"torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization},
                   "eval_env": f"{args.env_id}, unmodified",
                   "student": student_eval, "teacher": teacher_eval,
                   "fraction_of_teacher": student_eval["mean_return"] / teacher_eval["mean_return"]
                   if teacher_eval["mean_return"] != 0 else None,
                   "command": " ".join(["python"] + sys.argv)}
-    if args.teacher_noise_std > 0:  # the uncorrupted teacher too, the reference of the paper's Table 2
-        clean_teacher = agent_from_checkpoint(teacher_ckpt).to(device)
-        evaluation["teacher_clean"] = eval_summary(evaluate(clean_teacher.actor, args.env_id, args.eval_episodes,
-                                                            args.seed + 10_000, device, obs_rms))
+    if args.teacher_noise_std > 0:  # the uncorrupted teachers too, the reference of the paper's Table 2
+        evaluation["teachers_clean"] = [eval_summary(evaluate(agent_from_checkpoint(ckpt).to(device).actor, args.env_id,  # PPD
+                                                              args.eval_episodes, args.seed + 10_000, device, rms))  # PPD
+                                        for ckpt, rms in zip(teacher_ckpts, teacher_obs_rms)]  # PPD
+        evaluation["teacher_clean"] = evaluation["teachers_clean"][0]  # PPD
     atomic_save(model_dict(agent, args, obs_shape, action_space, obs_rms, global_step, student_eval),
                 os.path.join(run_dir, "model.pt"))
     atomic_save(evaluation, os.path.join(run_dir, "eval.json"), as_json=True)
@@ -791,6 +873,8 @@ def main(args: Args) -> dict:
     writer.close()
     print(f"\n{args.env_id}, {args.eval_episodes} evaluation episodes (deterministic):\n"
           f"  teacher{' (noisy)' if args.teacher_noise_std > 0 else ''}: {teacher_eval['mean_return']:9.2f} +- {teacher_eval['std_return']:.2f}\n"
+          + "".join(f"  teacher {k} (weight {args.teacher_weight[k]:.3g}): {e['mean_return']:9.2f} +- {e['std_return']:.2f}\n"  # PPD
+                    for k, e in enumerate(teacher_evals) if len(teacher_evals) > 1) +  # PPD
           f"  student ({args.student_arch}): {student_eval['mean_return']:9.2f} +- {student_eval['std_return']:.2f}"
           f"   = {'n/a' if evaluation['fraction_of_teacher'] is None else format(evaluation['fraction_of_teacher'], '.1%')} of the teacher\n"
           f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}")
@@ -800,4 +884,4 @@ def main(args: Args) -> dict:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(Args))
+    main(tyro.cli(Args, config=(tyro.conf.UseAppendAction,)))  # PPD: --teacher and --teacher-weight repeat per teacher
