@@ -201,8 +201,12 @@ def test_non_finite_loss_stops_run_naming_the_term_and_keeps_last_good_checkpoin
         calls["steps"] += 1
         return reward * np.nan if calls["steps"] > 2 * 32 else reward
 
-    monkeypatch.setattr(ppd_mujoco, "make_envs", lambda env_id, n: gym.wrappers.vector.TransformReward(
-        make_envs(env_id, n), reward_turns_nan_in_third_rollout))
+    def make_nan_envs(*args):
+        envs = make_envs(*args)  # RecordEpisodeStatistics(SyncVectorEnv): the NaN goes in between
+        envs.env = gym.wrappers.vector.TransformReward(envs.env, reward_turns_nan_in_third_rollout)
+        return envs
+
+    monkeypatch.setattr(ppd_mujoco, "make_envs", make_nan_envs)
     args = ppd_mujoco.Args(teacher=CARTPOLE_TEACHER, num_envs=2, num_steps=32, minibatch_size=32, total_timesteps=640,
                            checkpoint_every=64, eval_episodes=2, output_dir=str(tmp_path), run_name="nan", cuda=False)
     with pytest.raises(SystemExit) as stopped:
