@@ -183,6 +183,8 @@ def load_runs(runs_dir: str):
         command = e.get("command", "")
         method = e.get("method") or ("ppd" if e.get("distill_coef", 1) else "ppo")
         lam = e.get("distill_coef") if method in ("ppd", "ppo") else None
+        if method == "ppd" and e.get("distill_coef_schedule", "constant") != "constant":  # lambda not a constant
+            method = f"ppd-{e['distill_coef_schedule']}"
         teacher_raw = e.get("teacher", {})
         if "student" in e.get("test_levels", {}):  # Procgen PPD: curves are on training levels
             teacher_raw = e.get("train_levels", {}).get("teacher") or e["test_levels"].get("teacher", {})
