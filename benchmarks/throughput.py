@@ -90,6 +90,11 @@ def measure(name: str, steps: int, out: str, rep: int) -> float:
     return last_sps(os.path.join(out, run_name))
 
 
+def torch_cuda_available() -> bool:
+    result = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True, text=True)
+    return result.stdout.strip() == "True"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=46080, help="environment steps per measurement (a multiple of 18 x 64)")
@@ -124,6 +129,8 @@ def main() -> None:
              "| what | median steps/s | min | max |", "|-|-|-|-|"]
     lines += [f"| {name} | {s['median']:.0f} | {s['min']:.0f} | {s['max']:.0f} |" for name, s in summary.items()]
     lines += ["", "| ratio | value |", "|-|-|"] + [f"| {k} | {v:.2f} |" for k, v in ratios.items()]
+    lines += ["", "CUDA: " + ("the scripts above ran with --no-cuda; a GPU is present, rerun them without it for a CUDA column"
+                    if torch_cuda_available() else "no GPU on this machine, so no CUDA column (the scripts use CUDA when present).")]
     with open(os.path.join(REPO, "results", "throughput.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
