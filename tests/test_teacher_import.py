@@ -1,7 +1,8 @@
 """Bring your own teacher (issue #9): a Stable-Baselines3 PPO .zip (with its VecNormalize statistics) and a CleanRL PPO
-state dict, imported by student_distill.py / teacher_distill.py, give the very action distributions and values that
-the library's own policy gives on the same raw observations; the scripts distill from them and carry the teacher's
-normalization into the student; bad files are refused with one line before anything is written.
+state dict, imported by student_distill.py / teacher_distill.py / ppd_mujoco.py, give the very action distributions and
+values that the library's own policy gives on the same raw observations; the scripts distill from them and carry the
+teacher's normalization into the student; ppd_mujoco.py mixes them with other teachers, each on its own normalization;
+bad files are refused with one line before anything is written.
 
 The SB3 teachers are built here (untrained, every parameter perturbed so no layer is at its initial value);
 stable-baselines3 comes from benchmarks/requirements.txt (the SB3 tests are skipped without it). About 30 s on 2 busy
@@ -22,10 +23,11 @@ import torch.nn as nn
 from conftest import REPO, run_script, script_env
 from torch.distributions import Categorical, Normal
 
+import ppd_mujoco as pm
 import student_distill as sd
 import teacher_distill as td
 
-MODULES = pytest.mark.parametrize("module", [sd, td], ids=["student_distill", "teacher_distill"])
+MODULES = pytest.mark.parametrize("module", [sd, td, pm], ids=["student_distill", "teacher_distill", "ppd_mujoco"])
 CARTPOLE_TEACHER = os.path.join(REPO, "teachers", "CartPole-v1.pt")
 
 
@@ -156,23 +158,32 @@ def test_vecnormalize_file_runs_no_code_of_its_own(module, tmp_path):
     assert not (tmp_path / "ran").exists()
 
 
-@pytest.mark.parametrize("script", ["student_distill.py", "teacher_distill.py"])
+SHORT_RUN = {"student_distill.py": [], "teacher_distill.py": [],  # a rollout of 100 steps or less, then 1 evaluation episode
+             "ppd_mujoco.py": ["--num-steps", 50, "--minibatch-size", 100]}
+
+
+def own_return(policy, env_id: str = "Pendulum-v1", seed: int = 1 + 10_000) -> float:
+    """Return of policy(raw observation) -> action on the scripts' first evaluation episode (seed + 10000)."""
+    env, total, done = gym.make(env_id), 0.0, False
+    obs, _ = env.reset(seed=seed)
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(policy(obs))
+        total, done = total + reward, terminated or truncated
+    return total
+
+
+@pytest.mark.parametrize("script", list(SHORT_RUN))
 def test_script_distills_from_an_sb3_teacher_and_its_student_keeps_the_teachers_normalization(script, sb3_teachers, tmp_path):
     teacher = sb3_teachers["Pendulum-v1"]
     result = run_script(script, "--teacher", teacher.zip, "--teacher-vecnormalize", teacher.vecnormalize, "--env-id",
                         "Pendulum-v1", "--num-envs", 2, "--total-timesteps", 100, "--eval-episodes", 1, "--no-cuda",
-                        "--output-dir", tmp_path, "--run-name", "run")
+                        "--output-dir", tmp_path, "--run-name", "run", *SHORT_RUN[script])
     assert result.returncode == 0, result.stderr[-2000:]
     evaluation = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert evaluation["teacher_checkpoint"] == teacher.zip
 
     # the teacher's score is that of SB3's own deterministic policy on the same evaluation episode (seed + 10000)
-    env, total, done = gym.make("Pendulum-v1"), 0.0, False
-    obs, _ = env.reset(seed=1 + 10_000)
-    while not done:
-        action, _ = teacher.model.predict(teacher.normalize(obs[None]), deterministic=True)
-        obs, reward, terminated, truncated, _ = env.step(action[0])
-        total, done = total + reward, terminated or truncated
+    total = own_return(lambda obs: teacher.model.predict(teacher.normalize(obs[None]), deterministic=True)[0][0])
     assert evaluation["teacher"]["mean_return"] == pytest.approx(total, rel=1e-4)
 
     # the student normalizes exactly as the SB3 teacher (clip 5), so it can be the next teacher
@@ -276,6 +287,41 @@ def test_our_checkpoints_still_build_relu_networks(module):
 
 
 # ----------------------------------------------------------------------------------------------------
+# ppd_mujoco.py: a foreign teacher among several, each with its own statistics (--teacher-vecnormalize and
+# --teacher-obs-rms once per --teacher, 'none' in the place of a teacher without)
+# ----------------------------------------------------------------------------------------------------
+def test_ppd_mujoco_distills_from_an_sb3_and_a_cleanrl_teacher_each_on_its_own_normalization(sb3_teachers, tmp_path):
+    sb3 = sb3_teachers["Pendulum-v1"]
+    cleanrl = cleanrl_teacher(tmp_path / "pendulum.cleanrl_model", CleanRLContinuousAgent(3, 1))
+    wrapper = normalize_observation_stats("Pendulum-v1")
+    np.savez(tmp_path / "obs_rms.npz", mean=wrapper.obs_rms.mean, var=wrapper.obs_rms.var)
+    result = run_script("ppd_mujoco.py", "--env-id", "Pendulum-v1",
+                        "--teacher", sb3.zip, "--teacher-vecnormalize", sb3.vecnormalize, "--teacher-obs-rms", "none",
+                        "--teacher", tmp_path / "pendulum.cleanrl_model", "--teacher-vecnormalize", "none",
+                        "--teacher-obs-rms", tmp_path / "obs_rms.npz", "--num-envs", 2, "--total-timesteps", 100,
+                        "--eval-episodes", 1, "--no-cuda", "--output-dir", tmp_path, "--run-name", "run", *SHORT_RUN["ppd_mujoco.py"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    evaluation = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert evaluation["teacher_checkpoints"] == [sb3.zip, str(tmp_path / "pendulum.cleanrl_model")]
+
+    # each teacher scores what the library's own policy scores on its own normalization: SB3's VecNormalize (clip 5),
+    # CleanRL's NormalizeObservation then clipped to +-10
+    def cleanrl_policy(obs):
+        with torch.no_grad():
+            mean = cleanrl.actor_mean(torch.as_tensor(np.clip(wrapper.observation(obs), -10, 10), dtype=torch.float32))
+        return np.clip(mean.numpy(), -2.0, 2.0)
+
+    sb3_return = own_return(lambda obs: sb3.model.predict(sb3.normalize(obs[None]), deterministic=True)[0][0])
+    assert [t["mean_return"] for t in evaluation["teachers"]] == pytest.approx([sb3_return, own_return(cleanrl_policy)], rel=1e-4)
+    assert sb3_return != pytest.approx(own_return(cleanrl_policy), rel=1e-2)  # two different teachers, told apart
+
+    # the student normalizes as the first teacher
+    student = pm.load_checkpoint(str(tmp_path / "run" / "model.pt"), "Pendulum-v1")
+    raw = raw_observations("Pendulum-v1")
+    np.testing.assert_array_equal(pm.RunningMeanStd((3,)).load_state_dict(student["obs_rms"]).normalize(raw), sb3.normalize(raw))
+
+
+# ----------------------------------------------------------------------------------------------------
 # bad input: one line naming the problem and the fix, nothing written
 # ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
@@ -332,4 +378,18 @@ def test_bad_foreign_teacher_is_refused_with_one_line_before_anything_is_written
     assert len(lines) == 1 and lines[0].startswith("error:"), lines
     for word in words:
         assert word in lines[0], (word, lines[0])
+    assert not (tmp_path / "out").exists()
+
+
+def test_ppd_mujoco_refuses_teacher_statistics_not_given_once_per_teacher(tmp_path, capsys):
+    import tyro
+
+    args = tyro.cli(pm.Args, args=["--teacher", "a.zip", "--teacher", "b.zip", "--teacher-vecnormalize", "a.pkl", "--env-id",
+                                   "Pendulum-v1", "--output-dir", str(tmp_path / "out"), "--no-cuda"],
+                    config=(tyro.conf.UseAppendAction,))
+    with pytest.raises(SystemExit) as refused:
+        pm.main(args)
+    assert refused.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--teacher-vecnormalize was given 1 time(s) for 2 teacher(s)" in lines[0], lines
     assert not (tmp_path / "out").exists()
