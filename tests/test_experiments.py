@@ -151,9 +151,28 @@ def cfg_envs(cfg):
 
 def test_example_grids_expand(capsys):
     assert grid.main([os.path.join(REPO, "experiments", "mujoco_cpu.toml"), "--dry-run"]) == 0
-    assert "144 runs: 9 teachers, 135 distillations" in capsys.readouterr().out
-    for name in ("paper_slurm.toml", "cartpole_tiny.toml"):
+    assert "138 runs: 3 teachers, 135 distillations" in capsys.readouterr().out  # [teacher] seed = 1: shared
+    for name, count in (("paper_slurm.toml", None), ("cartpole_tiny.toml", None),
+                        ("hopper_udr.toml", "13 runs: 1 teachers, 12 distillations"),
+                        ("hopper_adaptive.toml", "7 runs: 1 teachers, 6 distillations")):
         assert grid.main([os.path.join(REPO, "experiments", name), "--dry-run"]) == 0
+        assert count is None or count in capsys.readouterr().out
+
+
+def test_shared_teacher_seed_gives_one_teacher_per_environment_for_every_distillation_seed(tmp_path):
+    cfg = grid.load_config(os.path.join(REPO, "experiments", "mujoco_cpu.toml"))
+    runs = grid.expand(cfg)
+    teachers = [r for r in runs if r.stage == "teacher"]
+    assert sorted(r.name for r in teachers) == ["HalfCheetah-v5__s1", "Hopper-v5__s1", "Swimmer-v5__s1"]
+    distills = [r for r in runs if r.stage == "distill"]
+    assert {r.seed for r in distills} == {1, 2, 3}
+    assert {r.teacher for r in distills if r.env_id == "Hopper-v5"} == {"Hopper-v5__s1"}
+    del cfg["teacher"]["seed"]  # without it: one teacher per environment and seed
+    assert len([r for r in grid.expand(cfg) if r.stage == "teacher"]) == 9
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[environments]]\nenv_id = 'CartPole-v1'\n[teacher]\nseed = '1'\n")
+    with pytest.raises(grid.ConfigError, match="seed must be an integer"):
+        grid.load_config(str(bad))
 
 
 @pytest.mark.parametrize("text, extra, message", [
