@@ -203,6 +203,23 @@ class ProcgenVecEnv:
         building the per-env info list on every step halves the adapter's speed."""
         return np.array([d["level_seed"] for d in self.env.get_info()], dtype=np.int64)
 
+    def get_state(self, raw_obs: np.ndarray) -> dict:
+        """What a resumed run needs to go on with the very same steps: each env's procgen state (its game, its level,
+        the RNG that draws the next levels; procgen's own serialization, checked to restore future observations,
+        rewards and episode ends exactly), this adapter's episode counters and the last observations. uint8 tensors
+        and plain types only, so that the checkpoint loads with torch.load(weights_only=True)."""
+        return {"procgen": [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()],
+                "episode_returns": torch.from_numpy(self.ep_return.copy()),
+                "episode_lengths": torch.from_numpy(self.ep_length.copy()), "raw_obs": torch.from_numpy(raw_obs.copy())}
+
+    def set_state(self, saved: dict) -> np.ndarray:
+        """The inverse of get_state, on an env built with the run's original flags and seed; returns the last observations."""
+        if len(saved["procgen"]) != self.num_envs:
+            raise ValueError(f"saved state holds {len(saved['procgen'])} envs, this vector env has {self.num_envs}")
+        self.env.set_state([t.numpy().tobytes() for t in saved["procgen"]])
+        self.ep_return, self.ep_length = saved["episode_returns"].numpy().copy(), saved["episode_lengths"].numpy().copy()
+        return saved["raw_obs"].numpy().copy()
+
     def close(self):
         self.env.close()
 
@@ -587,7 +604,7 @@ def main(args: Args) -> dict:
     agent = Agent(ARCHS[args.student_arch], obs_shape, action_space).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     return_rms, discounted_return = RunningMeanStd(), np.zeros(args.num_envs)
-    global_step, start_iteration, env_seed = 0, 1, args.seed
+    global_step, start_iteration, saved_envs, recent_returns = 0, 1, None, []
     if resume_state is not None:
         agent.actor.load_state_dict(resume_state["actor"])
         agent.critic.load_state_dict(resume_state["critic"])
@@ -598,9 +615,13 @@ def main(args: Args) -> dict:
         np.random.set_state(tuple(x.numpy() if torch.is_tensor(x) else x for x in ts["numpy_rng"]))
         random.setstate(ts["python_rng"])
         global_step, start_iteration = resume_state["global_step"], ts["iteration"] + 1
-        env_seed = args.seed + global_step  # fresh episodes: environment states cannot be restored
-        envs.close()  # a gym3 env is seeded only at construction
-        envs = make_envs(args.env_id, args.num_envs, env_seed, env_config)
+        saved_envs, recent_returns = ts.get("envs"), ts.get("recent_returns", [])
+        if "discounted_return" in ts:
+            discounted_return = ts["discounted_return"].numpy()
+        if saved_envs is None:  # a checkpoint without the envs' state (older version): fresh episodes
+            envs.close()  # a gym3 env is seeded only at construction
+            envs = make_envs(args.env_id, args.num_envs, args.seed + global_step, env_config)
+        # otherwise the envs, built with the original seed, are set to the saved state below
         print(f"resuming {run_dir} at step {global_step}", flush=True)
 
     if args.track:
@@ -623,7 +644,9 @@ def main(args: Args) -> dict:
         state["train_state"] = {"optimizer": optimizer.state_dict(), "return_rms": return_rms.state_dict(),
                                 "iteration": iteration, "torch_rng": torch.get_rng_state(),
                                 "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
-                                "python_rng": random.getstate()}
+                                "python_rng": random.getstate(), "envs": envs.get_state(raw_obs),
+                                "discounted_return": torch.from_numpy(discounted_return.copy()),
+                                "recent_returns": list(recent_returns)}
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
 
     # ALGO Logic: storage setup (frames stay uint8 on the device; the networks convert each batch they see)
@@ -634,9 +657,12 @@ def main(args: Args) -> dict:
     dones = torch.zeros((args.num_steps, args.num_envs), device=device)
     values = torch.zeros((args.num_steps, args.num_envs), device=device)
 
-    raw_obs, _ = envs.reset(seed=env_seed)
+    # a resumed run continues the very episodes it was in (procgen's own state of each env, saved in the checkpoint)
+    raw_obs, _ = envs.reset()
+    if saved_envs is not None:
+        raw_obs = envs.set_state(saved_envs)
     next_obs = torch.as_tensor(raw_obs, device=device)
-    recent_returns, start_time, start_step = [], time.time(), global_step
+    start_time, start_step = time.time(), global_step
     progress = tqdm(total=args.total_timesteps, initial=global_step, unit="step", dynamic_ncols=True,
                     mininterval=1 if sys.stderr.isatty() else 30, desc=os.path.basename(run_dir))
     iteration = start_iteration - 1
@@ -752,8 +778,8 @@ def main(args: Args) -> dict:
             sys.exit(128 + stop["signal"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
     progress.close()
-    envs.close()
     save_checkpoint(iteration)
+    envs.close()
 
     # ---- final evaluation (SPEC section 5): student and teacher, sampled actions, same protocol and seeds,
     # on unseen levels (generalization, the paper's Table 1) and on the training levels (its Table 8)

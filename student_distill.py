@@ -249,11 +249,16 @@ def time_limit_of(env: gym.Env):
     return env
 
 
-def env_state(envs: gym.vector.VectorEnv, raw_obs: np.ndarray):
-    """What a resumed run needs to take the very steps the uninterrupted run would have taken (MLP domain): per
-    env its physics (MuJoCo's integration state and body masses, or a classic-control env's `state`), RNG and
-    time-limit counter, the episode statistics and the last observations. None for an env whose state is not
-    reachable (the resumed run then starts fresh episodes)."""
+def env_state(envs, raw_obs: np.ndarray):
+    """What a resumed run needs to take the very steps the uninterrupted run would have taken: per env its physics
+    (MuJoCo's integration state and body masses, or a classic-control env's `state`), RNG and time-limit counter,
+    the episode statistics and the last observations; for Procgen, procgen's own per-env state
+    (ProcgenVecEnv.get_state). None for an env whose state is not reachable (Atari: AtariVectorEnv exposes none;
+    the resumed run then starts fresh episodes)."""
+    if isinstance(envs, ProcgenVecEnv):
+        return envs.get_state(raw_obs)
+    if isinstance(envs, AtariEnvs):
+        return None
     per_env = []
     for env in envs.unwrapped.envs:
         core, time_limit = env.unwrapped, time_limit_of(env)
@@ -275,8 +280,10 @@ def env_state(envs: gym.vector.VectorEnv, raw_obs: np.ndarray):
             "episode_lengths": torch.from_numpy(envs.episode_lengths.copy()), "episode_count": int(envs.episode_count)}
 
 
-def set_env_state(envs: gym.vector.VectorEnv, saved: dict) -> np.ndarray:
+def set_env_state(envs, saved: dict) -> np.ndarray:
     """The inverse of env_state on freshly reset envs; returns the last observations."""
+    if isinstance(envs, ProcgenVecEnv):
+        return envs.set_state(saved)
     for env, state in zip(envs.unwrapped.envs, saved["envs"]):
         core, time_limit = env.unwrapped, time_limit_of(env)
         core.np_random.bit_generator.state = state["rng"]
@@ -410,6 +417,23 @@ class ProcgenVecEnv:
         self.ep_return[first] = 0.0
         self.ep_length[first] = 0
         return self._to_chw(ob), reward.astype(np.float32), first.copy(), no, info
+
+    def get_state(self, raw_obs: np.ndarray) -> dict:
+        """What a resumed run needs to go on with the very same steps: each env's procgen state (its game, its level,
+        the RNG that draws the next levels; procgen's own serialization, checked to restore future observations,
+        rewards and episode ends exactly), this adapter's episode counters and the last observations. uint8 tensors
+        and plain types only, so that the checkpoint loads with torch.load(weights_only=True)."""
+        return {"procgen": [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()],
+                "episode_returns": torch.from_numpy(self.ep_return.copy()),
+                "episode_lengths": torch.from_numpy(self.ep_length.copy()), "raw_obs": torch.from_numpy(raw_obs.copy())}
+
+    def set_state(self, saved: dict) -> np.ndarray:
+        """The inverse of get_state, on an env built with the run's original flags and seed; returns the last observations."""
+        if len(saved["procgen"]) != self.num_envs:
+            raise ValueError(f"saved state holds {len(saved['procgen'])} envs, this vector env has {self.num_envs}")
+        self.env.set_state([t.numpy().tobytes() for t in saved["procgen"]])
+        self.ep_return, self.ep_length = saved["episode_returns"].numpy().copy(), saved["episode_lengths"].numpy().copy()
+        return saved["raw_obs"].numpy().copy()
 
     def close(self):
         self.env.close()
@@ -1053,6 +1077,9 @@ def main(args: Args) -> dict:
         random.setstate(ts["python_rng"])
         global_step, start_iteration = resume_state["global_step"], ts["iteration"] + 1
         saved_envs, recent_returns = ts.get("envs"), ts.get("recent_returns", [])
+        if saved_envs is None and domain == "procgen":  # older checkpoint: fresh episodes; gym3 is seeded only at construction
+            envs.close()
+            envs = make_envs(args.env_id, domain, env_config, args.num_envs, args.seed + global_step)
         print(f"resuming {run_dir} at step {global_step}", flush=True)
 
     if args.track:
@@ -1074,7 +1101,7 @@ def main(args: Args) -> dict:
         np_state = np.random.get_state()
         state["train_state"] = {"optimizer": optimizer.state_dict(), "iteration": iteration, "torch_rng": torch.get_rng_state(),
                                 "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
-                                "python_rng": random.getstate(), "envs": env_state(envs, raw_obs) if domain == "mlp" else None,
+                                "python_rng": random.getstate(), "envs": env_state(envs, raw_obs),
                                 "recent_returns": list(recent_returns)}
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
 
@@ -1085,7 +1112,7 @@ def main(args: Args) -> dict:
     obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.float32 if domain == "mlp" else torch.uint8,
                       device=device)
 
-    # a resumed run continues the very episodes it was in (pixel domains: new ones, seeded by the step)
+    # a resumed run continues the very episodes it was in (MLP, Procgen; Atari: new ones, seeded by the step)
     raw_obs, _ = envs.reset(seed=args.seed if saved_envs is not None or resume_state is None else args.seed + global_step)
     if saved_envs is not None:
         raw_obs = set_env_state(envs, saved_envs)

@@ -396,6 +396,23 @@ class ProcgenVecEnv:
         building the per-env info list on every step halves the adapter's speed."""
         return np.array([d["level_seed"] for d in self.env.get_info()], dtype=np.int64)
 
+    def get_state(self, raw_obs: np.ndarray) -> dict:
+        """What a resumed run needs to go on with the very same steps: each env's procgen state (its game, its level,
+        the RNG that draws the next levels; procgen's own serialization, checked to restore future observations,
+        rewards and episode ends exactly), this adapter's episode counters and the last observations. uint8 tensors
+        and plain types only, so that the checkpoint loads with torch.load(weights_only=True)."""
+        return {"procgen": [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()],
+                "episode_returns": torch.from_numpy(self.ep_return.copy()),
+                "episode_lengths": torch.from_numpy(self.ep_length.copy()), "raw_obs": torch.from_numpy(raw_obs.copy())}
+
+    def set_state(self, saved: dict) -> np.ndarray:
+        """The inverse of get_state, on an env built with the run's original flags and seed; returns the last observations."""
+        if len(saved["procgen"]) != self.num_envs:
+            raise ValueError(f"saved state holds {len(saved['procgen'])} envs, this vector env has {self.num_envs}")
+        self.env.set_state([t.numpy().tobytes() for t in saved["procgen"]])
+        self.ep_return, self.ep_length = saved["episode_returns"].numpy().copy(), saved["episode_lengths"].numpy().copy()
+        return saved["raw_obs"].numpy().copy()
+
     def close(self):
         self.env.close()
 
@@ -406,11 +423,16 @@ def time_limit_of(env: gym.Env):
     return env
 
 
-def env_state(envs: gym.vector.VectorEnv, raw_obs: np.ndarray):
+def env_state(envs, raw_obs: np.ndarray):
     """What a resumed run needs to take the very steps the uninterrupted run would have taken: per env its
     physics (MuJoCo's integration state and body masses, or a classic-control env's `state`), RNG and time-limit
-    counter, the episode statistics and the last observations. None for an env whose state is not reachable
-    (the resumed run then starts fresh episodes)."""
+    counter, the episode statistics and the last observations; for Procgen, procgen's own per-env state
+    (ProcgenVecEnv.get_state). None for an env whose state is not reachable (Atari: AtariVectorEnv exposes none;
+    the resumed run then starts fresh episodes)."""
+    if isinstance(envs, ProcgenVecEnv):
+        return envs.get_state(raw_obs)
+    if isinstance(envs, AtariEnvs):
+        return None
     per_env = []
     for env in envs.unwrapped.envs:
         core, time_limit = env.unwrapped, time_limit_of(env)
@@ -432,8 +454,10 @@ def env_state(envs: gym.vector.VectorEnv, raw_obs: np.ndarray):
             "episode_lengths": torch.from_numpy(envs.episode_lengths.copy()), "episode_count": int(envs.episode_count)}
 
 
-def set_env_state(envs: gym.vector.VectorEnv, saved: dict) -> np.ndarray:
+def set_env_state(envs, saved: dict) -> np.ndarray:
     """The inverse of env_state on freshly reset envs; returns the last observations."""
+    if isinstance(envs, ProcgenVecEnv):
+        return envs.set_state(saved)
     for env, state in zip(envs.unwrapped.envs, saved["envs"]):
         core, time_limit = env.unwrapped, time_limit_of(env)
         core.np_random.bit_generator.state = state["rng"]
@@ -858,11 +882,12 @@ def main(args: Args) -> dict:
         saved_envs, recent_returns = ts.get("envs"), ts.get("recent_returns", [])
         if "discounted_return" in ts:
             discounted_return = ts["discounted_return"].numpy()
-        if saved_envs is None:  # pixel envs: their state is out of reach, the run goes on with fresh episodes
+        if saved_envs is None:  # Atari (or an older checkpoint): state out of reach, the run goes on with fresh episodes
             env_seed = args.seed + global_step
-        if domain == "procgen":  # a gym3 env is seeded only at construction
-            envs.close()
-            envs = make_envs(args, domain, args.num_envs, env_seed)
+            if domain == "procgen":  # a gym3 env is seeded only at construction
+                envs.close()
+                envs = make_envs(args, domain, args.num_envs, env_seed)
+        # otherwise (MLP, Procgen) the envs, built with the original seed, are set to the saved state below
         print(f"resuming {run_dir} at step {global_step}", flush=True)
 
     if args.track:
@@ -886,7 +911,7 @@ def main(args: Args) -> dict:
                                 "iteration": iteration, "torch_rng": torch.get_rng_state(),
                                 "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
                                 "python_rng": random.getstate(),
-                                "envs": env_state(envs, raw_obs) if domain == "mlp" else None,
+                                "envs": env_state(envs, raw_obs),
                                 "discounted_return": torch.from_numpy(discounted_return.copy()),
                                 "recent_returns": list(recent_returns)}
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
@@ -907,7 +932,7 @@ def main(args: Args) -> dict:
             obs_rms.update(raw)
         return obs_rms.normalize(raw)
 
-    # a resumed MLP run continues the very episodes it was in; pixel runs start new ones
+    # a resumed MLP or Procgen run continues the very episodes it was in; Atari runs start new ones
     raw_obs, _ = envs.reset(seed=env_seed)
     if saved_envs is not None:
         raw_obs = set_env_state(envs, saved_envs)
