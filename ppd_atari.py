@@ -71,6 +71,10 @@ class Args:
     """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
     eval_episodes: int = 50
     """full games (all lives, greedy actions) of the final evaluation, for the student and for the teacher (same seeds)"""
+    capture_video: bool = False
+    """after the evaluation, write `video.gif` next to eval.json: the full-size color screen of one greedy game of the teacher and of the student, side by side (same env seed)"""
+    video_seconds: float = 10.0
+    """length of each clip of --capture-video, in seconds of game time (at most one game)"""
 
     # Algorithm settings (paper A.3: the teacher's PPO settings except gamma, ent_coef and num_steps)
     distill_coef: float = 1.0  # PPD
@@ -171,7 +175,7 @@ class AtariEnvs:
     """
 
     def __init__(self, game: str, num_envs: int, seed: int, frame_skip: int, repeat_action_probability: float,
-                 eval_mode: bool):
+                 eval_mode: bool, screen: bool = False):
         from ale_py.vector_env import AtariVectorEnv  # imported here: importing ale-py takes a while
 
         self.env = AtariVectorEnv(
@@ -181,10 +185,10 @@ class AtariEnvs:
             repeat_action_probability=repeat_action_probability,
             full_action_space=False,
             max_num_frames_per_episode=108_000,  # counted in emulator frames (checked: 400 -> 100 steps at skip 4)
-            img_height=84,
-            img_width=84,
-            grayscale=True,
-            stack_num=4,
+            img_height=210 if screen else 84,  # screen: the full color frame, for videos
+            img_width=160 if screen else 84,
+            grayscale=not screen,
+            stack_num=1 if screen else 4,
             maxpool=True,  # max over the last two skipped frames
             noop_max=30,
             use_fire_reset=True,  # FIRE after each game reset (games that have FIRE); not after a life loss
@@ -196,7 +200,7 @@ class AtariEnvs:
         self.seed = seed  # used by the first reset() if it gets no seed
         self.eval_mode = eval_mode
         self.num_envs = num_envs
-        self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8)
+        self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8); screen: (1, 210, 160, 3)
         self.single_action_space = self.env.single_action_space  # Discrete(minimal action set)
         self.lives = np.zeros(num_envs, dtype=np.int32)
         self.ep_return = np.zeros(num_envs, dtype=np.float64)
@@ -242,15 +246,16 @@ class AtariEnvs:
         self.env.close()
 
 
-def make_envs(env_id: str, num_envs: int, seed: int, frame_skip: int, eval_mode: bool = False) -> AtariEnvs:
+def make_envs(env_id: str, num_envs: int, seed: int, frame_skip: int, eval_mode: bool = False, screen: bool = False) -> AtariEnvs:
     """Atari vector env with the usual DQN/PPO preprocessing (84x84 gray, 4-frame stack, noop-30 reset,
     max-pool over skipped frames, 108k-frame limit, minimal action set).
     Training (eval_mode=False): a life loss gives terminated=True while the game goes on.
     Evaluation (eval_mode=True): terminated only at game over (full games, all lives).
     Sticky actions: 0.0 for '...NoFrameskip-v4' ids, 0.25 for 'ALE/...-v5' ids.
-    Env i is seeded with seed + i by the first reset() (or by reset(seed=...))."""
+    Env i is seeded with seed + i by the first reset() (or by reset(seed=...)).
+    screen=True: the same games, observed as the full 210x160 color screen (videos)."""
     sticky = 0.25 if env_id.endswith("-v5") else 0.0
-    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode)
+    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode, screen)
 
 
 class RunningMeanStd:
@@ -568,6 +573,66 @@ def eval_summary(returns: list) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Video (--capture-video): one greedy game of each policy, side by side, as an animated GIF
+# ----------------------------------------------------------------------------------------------------
+VIDEO_FPS, VIDEO_HEIGHT = 25, 240  # frames shown per second (at most), pixel height of each clip
+
+
+def record_episode(actor: Actor, env_id: str, frame_skip: int, seed: int, device, seconds: float) -> tuple:
+    """Color screens (uint8 [210, 160, 3]) of the first `seconds` of one greedy game; returns (frames, raw score over
+    those steps, milliseconds per frame). The policy sees the usual 84x84 gray stack; the screens come from a second
+    env with the same seed, stepped with the same actions (the ALE is deterministic given both: checked every step on
+    the reward and the lives, and by tests/test_capture_video.py on the pictures)."""
+    envs = make_envs(env_id, 1, seed, frame_skip, eval_mode=True)
+    screen = make_envs(env_id, 1, seed, frame_skip, eval_mode=True, screen=True)
+    (obs, _), (rgb, _) = envs.reset(seed=seed), screen.reset(seed=seed)
+    fps = 60 / frame_skip  # agent steps per second of game time (the ALE runs at 60 frames/s)
+    every = max(1, round(fps / VIDEO_FPS))
+    frames, total = [rgb[0, 0]], 0.0
+    actor.eval()
+    for t in range(1, max(1, int(seconds * fps)) + 1):
+        with torch.no_grad():
+            action = greedy_action(actor(torch.as_tensor(obs, device=device))).cpu().numpy()
+        obs, reward, _, _, info = envs.step(action)
+        rgb, screen_reward, _, _, screen_info = screen.step(action)
+        if reward[0] != screen_reward[0] or info["lives"][0] != screen_info["lives"][0]:
+            print(f"warning: the video's screen env left the policy's game at step {t}; the clip ends there", file=sys.stderr)
+            break
+        total += float(reward[0])
+        if info["_episode"][0]:  # game over: rgb is already the next game's first screen
+            break
+        if t % every == 0:
+            frames.append(rgb[0, 0])
+    envs.close()
+    screen.close()
+    return frames, total, 1000 * every / fps
+
+
+def save_video(path: str, clips: list, ms_per_frame: float) -> None:
+    """Animated GIF (Pillow) of the labelled clips [(label, frames)] side by side, each scaled to VIDEO_HEIGHT and
+    headed by its label; a clip that ends early holds its last frame. Written atomically."""
+    from PIL import Image, ImageDraw  # imported here: only --capture-video needs Pillow
+
+    def scaled(frame: np.ndarray) -> np.ndarray:
+        width = round(frame.shape[1] * VIDEO_HEIGHT / frame.shape[0])
+        return np.asarray(Image.fromarray(frame).resize((width, VIDEO_HEIGHT), Image.Resampling.BILINEAR))
+
+    clips = [(label, [scaled(f) for f in frames]) for label, frames in clips]
+    images = []
+    for t in range(max(len(frames) for _, frames in clips)):
+        row = [np.pad(frames[min(t, len(frames) - 1)], ((16, 0), (0, 4), (0, 0)), constant_values=255) for _, frames in clips]
+        image = Image.fromarray(np.concatenate(row, axis=1)[:, :-4])  # white label band on top, 4-pixel gaps
+        x = 0
+        for (label, _), column in zip(clips, row):
+            ImageDraw.Draw(image).text((x + 3, 2), label, fill=(0, 0, 0))
+            x += column.shape[1]
+        images.append(image)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=max(20, round(ms_per_frame)), loop=0)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Run folders
 # ----------------------------------------------------------------------------------------------------
 STRUCTURAL = ("env_id", "teacher", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size",
@@ -614,6 +679,8 @@ def main(args: Args) -> dict:
         teacher_ckpt = load_checkpoint(args.teacher, env_id=args.env_id)  # PPD
         args.env_id = args.env_id or teacher_ckpt["env_id"]  # PPD
         env_config = teacher_ckpt["env_config"]  # PPD: the env as the teacher saw it (its frame skip)
+        if args.capture_video and not args.video_seconds > 0:
+            raise UsageError(f"--video-seconds must be > 0, got {args.video_seconds}")
         for name in ("num_envs", "num_steps", "update_epochs", "eval_episodes", "total_timesteps"):
             if getattr(args, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -838,6 +905,12 @@ def main(args: Args) -> dict:
                                     else (student_eval["mean_return"], teacher_eval["mean_return"]))
     evaluation["fraction_of_teacher"] = student_score / teacher_score if teacher_score != 0 else None
     evaluation["fraction_of_teacher_measure"] = measure
+    if args.capture_video:  # same env seed as the evaluation's first game
+        clips = [(name, *record_episode(actor, args.env_id, env_config["frame_skip"], args.seed + 10_000, device, args.video_seconds))
+                 for name, actor in (("teacher", teacher.actor), (f"student ({args.student_arch})", agent.actor))]
+        save_video(os.path.join(run_dir, "video.gif"), [(f"{name}: {ret:.0f}", frames) for name, frames, ret, _ in clips], clips[0][3])
+        evaluation["video"] = {"file": "video.gif", "seconds": args.video_seconds, "seed": args.seed + 10_000,
+                               "clip_returns": {name: ret for name, _, ret, _ in clips}}
     evaluation["command"] = " ".join(["python"] + sys.argv)
 
     model_eval = {"env_id": args.env_id, "arch": args.student_arch, "seed": args.seed, "global_step": global_step,
@@ -859,7 +932,8 @@ def main(args: Args) -> dict:
              if args.teacher_noise_std > 0 else "")
           + row(f"student ({args.student_arch})", student_eval, normalized["student"])
           + f"   = {'n/a' if fraction is None else f'{fraction:.1%}'} of the teacher ({measure.replace('_', '-')})\n"
-          f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}")
+          f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}"
+          + (f", video in {os.path.join(run_dir, 'video.gif')}" if args.capture_video else ""))
     return evaluation
 
 

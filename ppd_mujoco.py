@@ -85,6 +85,10 @@ class Args:
     """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
     eval_episodes: int = 50
     """episodes of the final evaluation, for the student and for the teacher (same seeds)"""
+    capture_video: bool = False
+    """after the evaluation, write `video.gif` next to eval.json: one greedy episode of each teacher and of the student, side by side (same env seed; classic-control envs need `pip install pygame`)"""
+    video_seconds: float = 10.0
+    """length of each clip of --capture-video, in seconds of the env's time (at most one episode)"""
 
     # Algorithm settings (paper A.3: the teacher's PPO settings except gamma, ent_coef and num_steps)
     distill_coef: float = 1.0  # PPD
@@ -775,6 +779,82 @@ def eval_summary(returns: list) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Video (--capture-video): one greedy episode of each policy, side by side, as an animated GIF
+# ----------------------------------------------------------------------------------------------------
+VIDEO_FPS, VIDEO_HEIGHT = 25, 240  # frames shown per second, pixel height of each clip
+
+
+def make_render_env(env_id: str) -> gym.Env:
+    """The env drawing itself; MuJoCo envs through their model's 'track' camera, which follows the robot (gymnasium's
+    default free camera stays where the episode began, and a hopper leaves the picture within a second)."""
+    try:
+        return gym.make(env_id, render_mode="rgb_array", camera_name="track")
+    except TypeError:  # not a MuJoCo env: no camera_name
+        return gym.make(env_id, render_mode="rgb_array")
+
+
+def check_renders(env_id: str) -> None:
+    """Fail before training, not after it, when the env cannot draw itself (a missing renderer)."""
+    try:
+        env = make_render_env(env_id)
+        env.reset(seed=0)
+        env.render()
+        env.close()
+    except Exception as e:  # gymnasium's DependencyNotInstalled, a missing OpenGL, ...
+        raise UsageError(f"--capture-video: {env_id} cannot render ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                         "install its renderer (classic control: `pip install pygame`; MuJoCo: set MUJOCO_GL=egl or osmesa) "
+                         "or leave out --capture-video")
+
+
+def record_episode(actor: Actor, env_id: str, seed: int, device, obs_rms, seconds: float) -> tuple:
+    """Frames (uint8 [H, W, 3]) of the first `seconds` of one greedy episode in the unmodified env, every k-th step
+    so that they play at about VIDEO_FPS; returns (frames, return over those steps, milliseconds per frame)."""
+    env = make_render_env(env_id)
+    fps = env.metadata.get("render_fps") or VIDEO_FPS  # env steps per second of the env's time
+    every = max(1, round(fps / VIDEO_FPS))
+    obs, _ = env.reset(seed=seed)
+    frames, total, done = [env.render()], 0.0, False
+    actor.eval()
+    for t in range(1, max(1, int(seconds * fps)) + 1):
+        with torch.no_grad():
+            action = greedy_action(actor(torch.as_tensor(obs_rms.normalize(obs[None]), device=device)))[0].cpu().numpy()
+        if actor.continuous:
+            action = np.clip(action, env.action_space.low, env.action_space.high)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total += float(reward)
+        if t % every == 0 or terminated or truncated:
+            frames.append(env.render())
+        if terminated or truncated:
+            break
+    env.close()
+    return frames, total, 1000 * every / fps
+
+
+def save_video(path: str, clips: list, ms_per_frame: float) -> None:
+    """Animated GIF (Pillow) of the labelled clips [(label, frames)] side by side, each scaled to VIDEO_HEIGHT and
+    headed by its label; a clip that ends early holds its last frame. Written atomically."""
+    from PIL import Image, ImageDraw  # imported here: only --capture-video needs Pillow
+
+    def scaled(frame: np.ndarray) -> np.ndarray:
+        width = round(frame.shape[1] * VIDEO_HEIGHT / frame.shape[0])
+        return np.asarray(Image.fromarray(frame).resize((width, VIDEO_HEIGHT), Image.Resampling.BILINEAR))
+
+    clips = [(label, [scaled(f) for f in frames]) for label, frames in clips]
+    images = []
+    for t in range(max(len(frames) for _, frames in clips)):
+        row = [np.pad(frames[min(t, len(frames) - 1)], ((16, 0), (0, 4), (0, 0)), constant_values=255) for _, frames in clips]
+        image = Image.fromarray(np.concatenate(row, axis=1)[:, :-4])  # white label band on top, 4-pixel gaps
+        x = 0
+        for (label, _), column in zip(clips, row):
+            ImageDraw.Draw(image).text((x + 3, 2), label, fill=(0, 0, 0))
+            x += column.shape[1]
+        images.append(image)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=max(20, round(ms_per_frame)), loop=0)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Run folders
 # ----------------------------------------------------------------------------------------------------
 STRUCTURAL = ("env_id", "teacher", "teacher_vecnormalize", "teacher_obs_rms", "torso_mass_scale", "mass_randomization", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size",
@@ -833,6 +913,10 @@ def main(args: Args) -> dict:
             if getattr(args, name) is None:  # PPD
                 setattr(args, name, teacher_ckpt["env_config"].get(name, off))  # PPD
         check_mass_options(args.env_id, args.torso_mass_scale, args.mass_randomization)
+        if args.capture_video and not args.video_seconds > 0:
+            raise UsageError(f"--video-seconds must be > 0, got {args.video_seconds}")
+        if args.capture_video:
+            check_renders(args.env_id)
         if args.gamma is None:
             args.gamma = 0.995 if any(k in args.env_id for k in ("Swimmer", "Hopper")) else 0.999
         for name in ("num_envs", "num_steps", "update_epochs", "eval_episodes", "total_timesteps"):
@@ -1102,6 +1186,15 @@ def main(args: Args) -> dict:
                                                               args.eval_episodes, args.seed + 10_000, device, rms))  # PPD
                                         for ckpt, rms in zip(teacher_ckpts, teacher_obs_rms)]  # PPD
         evaluation["teacher_clean"] = evaluation["teachers_clean"][0]  # PPD
+    if args.capture_video:  # same env seed as the evaluation's first episode
+        clips = [(f"teacher{'' if len(teachers) == 1 else f' {k}'}", *record_episode(  # PPD
+            teacher.actor, args.env_id, args.seed + 10_000, device, rms, args.video_seconds))  # PPD
+            for k, (teacher, rms) in enumerate(zip(teachers, teacher_obs_rms))]  # PPD
+        clips.append((f"student ({args.student_arch})",
+                      *record_episode(agent.actor, args.env_id, args.seed + 10_000, device, obs_rms, args.video_seconds)))
+        save_video(os.path.join(run_dir, "video.gif"), [(f"{name}: {ret:.0f}", frames) for name, frames, ret, _ in clips], clips[0][3])
+        evaluation["video"] = {"file": "video.gif", "seconds": args.video_seconds, "seed": args.seed + 10_000,
+                               "clip_returns": {name: ret for name, _, ret, _ in clips}}
     atomic_save(model_dict(agent, args, obs_shape, action_space, obs_rms, global_step, student_eval),
                 os.path.join(run_dir, "model.pt"))
     atomic_save(evaluation, os.path.join(run_dir, "eval.json"), as_json=True)
@@ -1113,7 +1206,8 @@ def main(args: Args) -> dict:
                     for k, e in enumerate(teacher_evals) if len(teacher_evals) > 1) +  # PPD
           f"  student ({args.student_arch}): {student_eval['mean_return']:9.2f} +- {student_eval['std_return']:.2f}"
           f"   = {'n/a' if evaluation['fraction_of_teacher'] is None else format(evaluation['fraction_of_teacher'], '.1%')} of the teacher\n"
-          f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}")
+          f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}"
+          + (f", video in {os.path.join(run_dir, 'video.gif')}" if args.capture_video else ""))
     return evaluation
 
 

@@ -103,6 +103,10 @@ class Args:
     """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
     eval_episodes: Optional[int] = None
     """episodes of the final evaluation, for the student and for the teacher (same seeds; default 50, 200 for Procgen)"""
+    capture_video: bool = False
+    """after the evaluation, write `video.gif` next to eval.json: one greedy episode of the teacher and of the student, side by side (same env seed); MLP and Atari domains (Atari: the full color screen; classic-control envs need `pip install pygame`)"""
+    video_seconds: float = 10.0
+    """length of each clip of --capture-video, in seconds of the env's time (at most one episode)"""
 
     # Algorithm settings (paper A.3)
     kl_direction: Literal["forward", "reverse"] = "forward"
@@ -320,7 +324,7 @@ class AtariEnvs:
     """
 
     def __init__(self, game: str, num_envs: int, seed: int, frame_skip: int, repeat_action_probability: float,
-                 eval_mode: bool):
+                 eval_mode: bool, screen: bool = False):
         from ale_py.vector_env import AtariVectorEnv  # imported here: only the Atari domain needs ale-py
 
         self.env = AtariVectorEnv(
@@ -330,10 +334,10 @@ class AtariEnvs:
             repeat_action_probability=repeat_action_probability,
             full_action_space=False,
             max_num_frames_per_episode=108_000,  # counted in emulator frames
-            img_height=84,
-            img_width=84,
-            grayscale=True,
-            stack_num=4,
+            img_height=210 if screen else 84,  # screen: the full color frame, for videos
+            img_width=160 if screen else 84,
+            grayscale=not screen,
+            stack_num=1 if screen else 4,
             maxpool=True,  # max over the last two skipped frames
             noop_max=30,
             use_fire_reset=True,  # FIRE after each game reset (games that have FIRE); not after a life loss
@@ -345,7 +349,7 @@ class AtariEnvs:
         self.seed = seed  # used by the first reset() if it gets no seed
         self.eval_mode = eval_mode
         self.num_envs = num_envs
-        self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8)
+        self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8); screen: (1, 210, 160, 3)
         self.single_action_space = self.env.single_action_space  # Discrete(minimal action set)
         self.lives = np.zeros(num_envs, dtype=np.int32)
         self.ep_return = np.zeros(num_envs, dtype=np.float64)
@@ -380,12 +384,13 @@ class AtariEnvs:
         self.env.close()
 
 
-def make_atari_envs(env_id: str, num_envs: int, seed: int, frame_skip: int = 4, eval_mode: bool = False):
+def make_atari_envs(env_id: str, num_envs: int, seed: int, frame_skip: int = 4, eval_mode: bool = False, screen: bool = False):
     """Atari vector env with the usual DQN/PPO preprocessing (84x84 gray, 4-frame stack, noop-30 reset,
     max-pool over skipped frames, 108k-frame limit, minimal action set). Evaluation (eval_mode=True): full games.
-    Sticky actions: 0.0 for '...NoFrameskip-v4' ids, 0.25 for 'ALE/...-v5' ids."""
+    Sticky actions: 0.0 for '...NoFrameskip-v4' ids, 0.25 for 'ALE/...-v5' ids. screen=True: the same games, observed
+    as the full 210x160 color screen (videos)."""
     sticky = 0.25 if env_id.endswith("-v5") else 0.0
-    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode)
+    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode, screen)
 
 
 class ProcgenVecEnv:
@@ -975,6 +980,114 @@ def human_normalized(env_id: str, score: float) -> Optional[float]:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Video (--capture-video): one greedy episode of each policy, side by side, as an animated GIF
+# ----------------------------------------------------------------------------------------------------
+VIDEO_FPS, VIDEO_HEIGHT = 25, 240  # frames shown per second (at most), pixel height of each clip
+
+
+def make_render_env(env_id: str) -> gym.Env:
+    """The env drawing itself; MuJoCo envs through their model's 'track' camera, which follows the robot (gymnasium's
+    default free camera stays where the episode began, and a hopper leaves the picture within a second)."""
+    try:
+        return gym.make(env_id, render_mode="rgb_array", camera_name="track")
+    except TypeError:  # not a MuJoCo env: no camera_name
+        return gym.make(env_id, render_mode="rgb_array")
+
+
+def check_renders(env_id: str, domain: str) -> None:
+    """Fail before training, not after it, when no video can be made (a missing renderer, a domain without videos)."""
+    if domain == "procgen":
+        raise UsageError("--capture-video covers the MLP and Atari domains; Procgen's frames are its 64x64 observations. "
+                         "Leave out --capture-video")
+    if domain == "atari":
+        return  # the ALE always draws its screen
+    try:
+        env = make_render_env(env_id)
+        env.reset(seed=0)
+        env.render()
+        env.close()
+    except Exception as e:  # gymnasium's DependencyNotInstalled, a missing OpenGL, ...
+        raise UsageError(f"--capture-video: {env_id} cannot render ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                         "install its renderer (classic control: `pip install pygame`; MuJoCo: set MUJOCO_GL=egl or osmesa) "
+                         "or leave out --capture-video")
+
+
+def record_episode(actor: Actor, env_id: str, domain: str, env_config: dict, seed: int, device, obs_rms,
+                   seconds: float) -> tuple:
+    """Frames (uint8 [H, W, 3]) of the first `seconds` of one greedy episode in the unmodified env, every k-th step so
+    that they play at about VIDEO_FPS; returns (frames, return over those steps, milliseconds per frame).
+    Atari: the policy sees the usual 84x84 gray stack; the color screens come from a second env with the same seed,
+    stepped with the same actions (the ALE is deterministic given both: checked every step on the reward and the
+    lives, and by tests/test_capture_video.py on the pictures)."""
+    if domain == "atari":
+        frame_skip = env_config.get("frame_skip", 4)
+        env = make_atari_envs(env_id, 1, seed, frame_skip, eval_mode=True)
+        screen = make_atari_envs(env_id, 1, seed, frame_skip, eval_mode=True, screen=True)
+        (obs, _), (rgb, _) = env.reset(seed=seed), screen.reset(seed=seed)
+        fps = 60 / frame_skip  # agent steps per second (the ALE runs at 60 frames/s)
+        render = lambda: rgb[0, 0]  # noqa: E731 (the latest screen: rgb is reassigned below)
+    else:
+        env = make_render_env(env_id)
+        obs, _ = env.reset(seed=seed)
+        obs, fps, render = obs[None], env.metadata.get("render_fps") or VIDEO_FPS, env.render
+    every = max(1, round(fps / VIDEO_FPS))
+    frames, total = [render()], 0.0
+    actor.eval()
+    for t in range(1, max(1, int(seconds * fps)) + 1):
+        x = obs_rms.normalize(obs) if obs_rms is not None else obs
+        with torch.no_grad():
+            action = greedy_action(actor(torch.as_tensor(x, device=device))).cpu().numpy()
+        if domain == "atari":
+            obs, reward, _, _, info = env.step(action)
+            rgb, screen_reward, _, _, screen_info = screen.step(action)
+            if reward[0] != screen_reward[0] or info["lives"][0] != screen_info["lives"][0]:
+                print(f"warning: the video's screen env left the policy's game at step {t}; the clip ends there", file=sys.stderr)
+                break
+            done = bool(info["_episode"][0])  # game over: rgb is already the next game's first screen
+            total += float(reward[0])
+            if done:
+                break
+        else:
+            if actor.continuous:
+                action = np.clip(action, env.action_space.low, env.action_space.high)
+            obs, reward, terminated, truncated, _ = env.step(action[0])
+            obs, done = obs[None], terminated or truncated
+            total += float(reward)
+        if t % every == 0 or done:
+            frames.append(render())
+        if done:
+            break
+    env.close()
+    if domain == "atari":
+        screen.close()
+    return frames, total, 1000 * every / fps
+
+
+def save_video(path: str, clips: list, ms_per_frame: float) -> None:
+    """Animated GIF (Pillow) of the labelled clips [(label, frames)] side by side, each scaled to VIDEO_HEIGHT and
+    headed by its label; a clip that ends early holds its last frame. Written atomically."""
+    from PIL import Image, ImageDraw  # imported here: only --capture-video needs Pillow
+
+    def scaled(frame: np.ndarray) -> np.ndarray:
+        width = round(frame.shape[1] * VIDEO_HEIGHT / frame.shape[0])
+        return np.asarray(Image.fromarray(frame).resize((width, VIDEO_HEIGHT), Image.Resampling.BILINEAR))
+
+    clips = [(label, [scaled(f) for f in frames]) for label, frames in clips]
+    images = []
+    for t in range(max(len(frames) for _, frames in clips)):
+        row = [np.pad(frames[min(t, len(frames) - 1)], ((16, 0), (0, 4), (0, 0)), constant_values=255) for _, frames in clips]
+        image = Image.fromarray(np.concatenate(row, axis=1)[:, :-4])  # white label band on top, 4-pixel gaps
+        x = 0
+        for (label, _), column in zip(clips, row):
+            ImageDraw.Draw(image).text((x + 3, 2), label, fill=(0, 0, 0))
+            x += column.shape[1]
+        images.append(image)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=max(20, round(ms_per_frame)), loop=0)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Run folders
 # ----------------------------------------------------------------------------------------------------
 STRUCTURAL = ("env_id", "teacher", "teacher_vecnormalize", "teacher_obs_rms", "torso_mass_scale", "mass_randomization",
@@ -1045,6 +1158,10 @@ def main(args: Args) -> dict:
             args.eval_episodes = 200 if domain == "procgen" else 50
         if args.eval_episodes < 1:
             raise UsageError(f"--eval-episodes must be at least 1, got {args.eval_episodes}")
+        if args.capture_video and not args.video_seconds > 0:
+            raise UsageError(f"--video-seconds must be > 0, got {args.video_seconds}")
+        if args.capture_video:
+            check_renders(args.env_id, domain)
         if args.total_timesteps < args.num_envs * args.num_steps:
             raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
                              f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
@@ -1218,6 +1335,12 @@ def main(args: Args) -> dict:
         if random_score is not None:  # the fraction of teacher compares human-normalized scores (SPEC section 5)
             student_score, teacher_score = evaluation["human_normalized"]["student"], evaluation["human_normalized"]["teacher"]
     evaluation["fraction_of_teacher"] = student_score / teacher_score if teacher_score != 0 else None
+    if args.capture_video:  # same env seed as the evaluation's first episode
+        clips = [(name, *record_episode(actor, args.env_id, domain, env_config, args.seed + 10_000, device, obs_rms, args.video_seconds))
+                 for name, actor in (("teacher", teacher.actor), (f"student ({args.student_arch})", agent.actor))]
+        save_video(os.path.join(run_dir, "video.gif"), [(f"{name}: {ret:.0f}", frames) for name, frames, ret, _ in clips], clips[0][3])
+        evaluation["video"] = {"file": "video.gif", "seconds": args.video_seconds, "seed": args.seed + 10_000,
+                               "clip_returns": {name: ret for name, _, ret, _ in clips}}
     evaluation["command"] = " ".join(["python"] + sys.argv)
 
     model_eval = {"env_id": args.env_id, "arch": args.student_arch, "global_step": global_step,
@@ -1234,7 +1357,8 @@ def main(args: Args) -> dict:
           f"  teacher{' (noisy)' if args.teacher_noise_std > 0 else ''}: {teacher_eval['mean_return']:9.2f} +- {teacher_eval['std_return']:.2f}\n"
           f"  student ({args.student_arch}): {student_eval['mean_return']:9.2f} +- {student_eval['std_return']:.2f}"
           f"   = {'n/a' if fraction is None else f'{fraction:.1%}'} of the teacher\n"
-          f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}")
+          f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}"
+          + (f", video in {os.path.join(run_dir, 'video.gif')}" if args.capture_video else ""))
     return evaluation
 
 
