@@ -67,6 +67,8 @@ class Args:
     """run folder name under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`); an existing run folder is never overwritten"""
     checkpoint_every: int = 100_000
     """write `checkpoint.pt` (atomically) every this many environment steps; 0 writes it only at the end"""
+    restart_games_at_checkpoint: bool = True
+    """Atari: right after each periodic checkpoint, restart every game (seeded from --seed and the step), so that a run resumed from that checkpoint goes on exactly as the uninterrupted run (the ALE vector env cannot save its games; the cut episodes were bootstrapped at the rollout's end like time-limit truncations); `--no-restart-games-at-checkpoint` keeps the games going, and a resumed run then starts new ones"""
     resume: Optional[str] = None
     """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
     eval_episodes: int = 50
@@ -636,7 +638,7 @@ def save_video(path: str, clips: list, ms_per_frame: float) -> None:
 # Run folders
 # ----------------------------------------------------------------------------------------------------
 STRUCTURAL = ("env_id", "teacher", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size",
-              "distill_coef", "kl_direction", "teacher_noise_std")
+              "distill_coef", "kl_direction", "teacher_noise_std", "restart_games_at_checkpoint")
 
 
 def prepare_run(args: Args, default_name: str):
@@ -726,7 +728,7 @@ def main(args: Args) -> dict:
         np.random.set_state(tuple(x.numpy() if torch.is_tensor(x) else x for x in ts["numpy_rng"]))
         random.setstate(ts["python_rng"])
         global_step, start_iteration = resume_state["global_step"], ts["iteration"] + 1
-        env_seed = args.seed + global_step  # fresh episodes: environment states cannot be restored
+        env_seed = args.seed + global_step  # the new games the uninterrupted run started here (--restart-games-at-checkpoint)
         print(f"resuming {run_dir} at step {global_step}", flush=True)
 
     if args.track:
@@ -868,8 +870,12 @@ def main(args: Args) -> dict:
         progress.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
                              kl=f"{np.mean(kls):.3f}", refresh=False)  # PPD: kl
 
-        if stop["signal"] is not None or (args.checkpoint_every and global_step // args.checkpoint_every
-                                          > (global_step - batch_size) // args.checkpoint_every):
+        periodic = args.checkpoint_every and global_step // args.checkpoint_every > (global_step - batch_size) // args.checkpoint_every
+        if periodic and args.restart_games_at_checkpoint:  # new games, as a run resumed from this checkpoint starts
+            raw_obs, _ = envs.reset(seed=args.seed + global_step)
+            next_obs = torch.as_tensor(raw_obs, device=device)
+            discounted_return[:] = 0.0  # as a resumed run has it
+        if stop["signal"] is not None or periodic:
             save_checkpoint(iteration)
         if stop["signal"] is not None:
             writer.close()

@@ -91,6 +91,8 @@ class Args:
     """run folder name under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`); an existing run folder is never overwritten"""
     checkpoint_every: int = 100_000
     """write `checkpoint.pt` (atomically) every this many environment steps; 0 writes it only at the end"""
+    restart_games_at_checkpoint: bool = True
+    """Atari: right after each periodic checkpoint, restart every game (seeded from --seed and the step), so that a run resumed from that checkpoint goes on exactly as the uninterrupted run (the ALE vector env cannot save its games; the cut episodes were bootstrapped at the rollout's end like time-limit truncations); `--no-restart-games-at-checkpoint` keeps the games going, and a resumed run then starts new ones"""
     resume: Optional[str] = None
     """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
     eval_episodes: Optional[int] = None
@@ -258,7 +260,8 @@ def env_state(envs, raw_obs: np.ndarray):
     (MuJoCo's integration state and body masses, or a classic-control env's `state`), RNG and time-limit counter,
     the episode statistics and the last observations; for Procgen, procgen's own per-env state
     (ProcgenVecEnv.get_state). None for an env whose state is not reachable (Atari: AtariVectorEnv exposes none;
-    the resumed run then starts fresh episodes)."""
+    the resumed run starts new games seeded by the step, which the uninterrupted run also did right after each
+    periodic checkpoint: --restart-games-at-checkpoint)."""
     if isinstance(envs, ProcgenVecEnv):
         return envs.get_state(raw_obs)
     if isinstance(envs, AtariEnvs):
@@ -1083,7 +1086,7 @@ def save_video(path: str, clips: list, ms_per_frame: float) -> None:
 # Run folders
 # ----------------------------------------------------------------------------------------------------
 STRUCTURAL = ("env_id", "teacher", "teacher_vecnormalize", "teacher_obs_rms", "torso_mass_scale", "mass_randomization",
-              "student_arch", "seed", "num_envs", "num_steps", "kl_direction", "teacher_noise_std")
+              "student_arch", "seed", "num_envs", "num_steps", "kl_direction", "teacher_noise_std", "restart_games_at_checkpoint")
 
 
 def prepare_run(args: Args, default_name: str):
@@ -1229,7 +1232,8 @@ def main(args: Args) -> dict:
     obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.float32 if domain == "mlp" else torch.uint8,
                       device=device)
 
-    # a resumed run continues the very episodes it was in (MLP, Procgen; Atari: new ones, seeded by the step)
+    # a resumed run continues the very episodes it was in (MLP, Procgen; Atari: the new games, seeded by the step, that
+    # the uninterrupted run started right after the checkpoint: --restart-games-at-checkpoint)
     raw_obs, _ = envs.reset(seed=args.seed if saved_envs is not None or resume_state is None else args.seed + global_step)
     if saved_envs is not None:
         raw_obs = set_env_state(envs, saved_envs)
@@ -1278,8 +1282,11 @@ def main(args: Args) -> dict:
         progress.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
                              kl=f"{logs['distill/kl']:.3f}", refresh=False)
 
-        if stop["signal"] is not None or (args.checkpoint_every and global_step // args.checkpoint_every
-                                          > (global_step - batch_size) // args.checkpoint_every):
+        periodic = args.checkpoint_every and global_step // args.checkpoint_every > (global_step - batch_size) // args.checkpoint_every
+        if periodic and domain == "atari" and args.restart_games_at_checkpoint:  # new games, as a run resumed from this checkpoint starts
+            raw_obs, _ = envs.reset(seed=args.seed + global_step)
+            next_obs = prepare_obs(raw_obs)
+        if stop["signal"] is not None or periodic:
             save_checkpoint(iteration)
         if stop["signal"] is not None:
             writer.close()

@@ -69,6 +69,8 @@ class Args:
     """run folder name under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`); an existing run folder is never overwritten"""
     checkpoint_every: int = 100_000
     """write `checkpoint.pt` (atomically) every this many environment steps; 0 writes it only at the end"""
+    restart_games_at_checkpoint: bool = True
+    """Atari: right after each periodic checkpoint, restart every game (seeded from --seed and the step), so that a run resumed from that checkpoint goes on exactly as the uninterrupted run (the ALE vector env cannot save its games; the cut episodes were bootstrapped at the rollout's end like time-limit truncations); `--no-restart-games-at-checkpoint` keeps the games going, and a resumed run then starts new ones"""
     resume: Optional[str] = None
     """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
     eval_episodes: Optional[int] = None
@@ -428,7 +430,8 @@ def env_state(envs, raw_obs: np.ndarray):
     physics (MuJoCo's integration state and body masses, or a classic-control env's `state`), RNG and time-limit
     counter, the episode statistics and the last observations; for Procgen, procgen's own per-env state
     (ProcgenVecEnv.get_state). None for an env whose state is not reachable (Atari: AtariVectorEnv exposes none;
-    the resumed run then starts fresh episodes)."""
+    the resumed run starts new games seeded by the step, which the uninterrupted run also did right after each
+    periodic checkpoint: --restart-games-at-checkpoint)."""
     if isinstance(envs, ProcgenVecEnv):
         return envs.get_state(raw_obs)
     if isinstance(envs, AtariEnvs):
@@ -790,7 +793,8 @@ def eval_summary(returns: list) -> dict:
 # Run folders
 # ----------------------------------------------------------------------------------------------------
 STRUCTURAL = ("env_id", "arch", "seed", "num_envs", "num_steps", "minibatch_size", "frame_skip", "procgen_num_levels",
-              "procgen_start_level", "procgen_distribution_mode", "frozen_obs_norm", "torso_mass_scale", "mass_randomization")
+              "procgen_start_level", "procgen_distribution_mode", "frozen_obs_norm", "torso_mass_scale", "mass_randomization",
+              "restart_games_at_checkpoint")
 
 
 def prepare_run(args: Args, default_name: str):
@@ -882,7 +886,7 @@ def main(args: Args) -> dict:
         saved_envs, recent_returns = ts.get("envs"), ts.get("recent_returns", [])
         if "discounted_return" in ts:
             discounted_return = ts["discounted_return"].numpy()
-        if saved_envs is None:  # Atari (or an older checkpoint): state out of reach, the run goes on with fresh episodes
+        if saved_envs is None:  # Atari (or an older checkpoint): new games seeded by the step (--restart-games-at-checkpoint)
             env_seed = args.seed + global_step
             if domain == "procgen":  # a gym3 env is seeded only at construction
                 envs.close()
@@ -932,7 +936,8 @@ def main(args: Args) -> dict:
             obs_rms.update(raw)
         return obs_rms.normalize(raw)
 
-    # a resumed MLP or Procgen run continues the very episodes it was in; Atari runs start new ones
+    # a resumed MLP or Procgen run continues the very episodes it was in; Atari runs start the new games that the
+    # uninterrupted run started right after the checkpoint (--restart-games-at-checkpoint)
     raw_obs, _ = envs.reset(seed=env_seed)
     if saved_envs is not None:
         raw_obs = set_env_state(envs, saved_envs)
@@ -1030,8 +1035,12 @@ def main(args: Args) -> dict:
         progress.update(batch_size)
         progress.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-", refresh=False)
 
-        if stop["signal"] is not None or (args.checkpoint_every and global_step // args.checkpoint_every
-                                          > (global_step - batch_size) // args.checkpoint_every):
+        periodic = args.checkpoint_every and global_step // args.checkpoint_every > (global_step - batch_size) // args.checkpoint_every
+        if periodic and domain == "atari" and args.restart_games_at_checkpoint:  # new games, as a run resumed from this checkpoint starts
+            raw_obs, _ = envs.reset(seed=args.seed + global_step)
+            next_obs = torch.as_tensor(raw_obs, device=device)
+            discounted_return[:] = 0.0
+        if stop["signal"] is not None or periodic:
             save_checkpoint(iteration)
         if stop["signal"] is not None:
             writer.close()
