@@ -230,16 +230,17 @@ def write_results(results: dict, out: str) -> None:
     md += ["\nReading it:\n",
            "- The agreement is measured on the student's own rollouts during the 4 update epochs, so it also counts "
            "states the student has just been fitted on; the fresh-state row is the held-out number.",
-           "- **Procgen** passes cleanly: from chance to about 0.6, and at least as high on fresh states and levels (the "
-           "states are visually diverse, so the random teacher's decisions follow large image features).",
-           "- **Atari (Pong)** reaches 0.6-0.7 on its rollouts, but falls back to about 0.5 whenever the 18 games end "
-           "together (they start together and a weak player's game lasts about 800 steps: see the brackets) and "
-           "new games begin; on fresh states (new games, another seed) the final student is no better than the "
-           "teacher's most frequent action. Pong frames differ only in small objects (ball, paddles, score), so the "
-           "random teacher's greedy action is a fine-grained function of them: the student fits it on the game phase "
-           "it is playing but has not learnt it across phases in this budget (320 Adam steps). The distillation "
-           "machinery (teacher logits, KL, clipping) is the same code that passes on Procgen; a trained Pong teacher, "
-           "whose decisions follow the ball, is the real test."]
+           "- **Procgen** passes with the paper's settings: from chance to about 0.6, and as high on fresh states and "
+           "levels (the states are visually diverse, so the random teacher's decisions follow large image features).",
+           "- **Atari (Pong)** passes 0.6 after about 10 rollouts and ends near 0.77; on fresh states (new games, "
+           "another seed) the final student agrees about 0.7 of the time, well above the teacher's most frequent action "
+           "there. The agreement dips whenever many of the 18 games end together (they start together: see the brackets) "
+           "and a new game phase begins. This needs settings that depart from the paper's (the settings row): with "
+           "lambda 1, lr 3e-4 and 8 Adam steps per rollout the same 40 rollouts ended at 0.51 on the student's rollouts "
+           "and 0.28 on 18 x 64 fresh states, below the best constant action (this file at commit 27c6eb4). Pong frames "
+           "differ only in small objects (ball, paddles, score), so the random teacher's greedy action is a fine-grained "
+           "function of them that takes more and larger distillation steps than the paper's settings give in a CPU "
+           "budget; a trained Pong teacher, whose decisions follow the ball, is the test of the paper's settings."]
     md.append("\nCommands (one line per process; with `--chunk-iterations` a run is continued with `--resume`):\n")
     for r in doms:
         if r:
