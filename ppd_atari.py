@@ -15,12 +15,14 @@ greedy actions and reports human-normalized scores.
 """
 
 import difflib
+import io
 import json
 import os
 import random
 import signal
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
 
@@ -42,7 +44,7 @@ FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
 class Args:
     # General settings
     teacher: str = "teachers/PongNoFrameskip-v4.pt"  # PPD
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts); it also fixes the frame skip"""
+    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; it also fixes the frame skip), or a Stable-Baselines3 PPO `.zip` (RL Zoo, CnnPolicy) or a CleanRL ppo_atari.py `.cleanrl_model` (Nature-CNN; these need --env-id and play with frame skip 4)"""
     env_id: Optional[str] = None
     """`<Game>NoFrameskip-v4` or `ALE/<Game>-v5` (default: the teacher's env)"""
     student_arch: Literal["smaller", "same", "larger"] = "same"
@@ -500,6 +502,10 @@ def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, act
     if ckpt["domain"] != "atari":
         script = {"mlp": "ppd_mujoco.py", "procgen": "ppd_procgen.py"}.get(ckpt["domain"], "another script")
         raise UsageError(f"checkpoint '{path}' is a model of the {ckpt['domain']} domain ({ckpt['env_id']}); use {script} for it")
+    return check_checkpoint(ckpt, path, env_id, obs_shape, action_space)
+
+
+def check_checkpoint(ckpt: dict, path: str, env_id: Optional[str] = None, obs_shape=None, action_space=None) -> dict:
     if env_id is not None and ckpt["env_id"] != env_id:
         raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; "
                          f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}")
@@ -517,6 +523,73 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
     agent.actor.load_state_dict(ckpt["actor"])
     agent.critic.load_state_dict(ckpt["critic"])
     return agent
+
+
+# ----------------------------------------------------------------------------------------------------
+# Foreign teachers (issue #9): a Stable-Baselines3 PPO .zip (RL Zoo's CnnPolicy) or a CleanRL ppo_atari.py
+# .cleanrl_model, converted in memory into a checkpoint dict of the format above
+# ----------------------------------------------------------------------------------------------------
+FOREIGN_SUFFIXES = (".zip", ".cleanrl_model")  # PPD
+
+
+def import_teacher(path: str, env_id: Optional[str]) -> dict:  # PPD
+    """Both libraries' default Atari actor-critic is the Nature-CNN (conv 32-64-64, fc 512, ReLU) on uint8 frames
+    divided by 255, one trunk shared by a policy head and a value head: our NatureCNN with those sizes. The trunk is
+    copied into our separate actor and critic (SB3 with share_features_extractor=False: its own two trunks). Neither
+    library needs to be installed. Raises UsageError with a one-line reason."""
+    sb3 = path.endswith(".zip")
+    kind = "Stable-Baselines3" if sb3 else "CleanRL"
+    if env_id is None:
+        raise UsageError(f"a {kind} teacher does not record its game reliably; pass --env-id (e.g. BreakoutNoFrameskip-v4, "
+                         f"the env '{path}' was trained on)")
+    check_env_id(env_id)
+    if not os.path.isfile(path):
+        raise UsageError(f"teacher '{path}' does not exist")
+    try:
+        if sb3:  # model.save(): a JSON `data` (partly cloudpickled: not used) and the policy's state dict
+            with zipfile.ZipFile(path) as archive:
+                state = torch.load(io.BytesIO(archive.read("policy.pth")), map_location="cpu", weights_only=True)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = dict(state)
+    except Exception as e:
+        raise UsageError(f"cannot read {kind} teacher '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); pass "
+                         + ("a model .zip written by SB3's model.save()" if sb3 else "torch.save(agent.state_dict()) of CleanRL's ppo_atari.py"))
+    if sb3:  # features_extractor is pi_features_extractor; vf_features_extractor is the same one unless not shared
+        pi, vf = ("pi_features_extractor" if "pi_features_extractor.cnn.0.weight" in state else "features_extractor",
+                  "vf_features_extractor" if "vf_features_extractor.cnn.0.weight" in state else "features_extractor")
+        names = {"actor": {"convs.0": f"{pi}.cnn.0", "convs.2": f"{pi}.cnn.2", "convs.4": f"{pi}.cnn.4",
+                           "fc.0": f"{pi}.linear.0", "head": "action_net"},
+                 "critic": {"convs.0": f"{vf}.cnn.0", "convs.2": f"{vf}.cnn.2", "convs.4": f"{vf}.cnn.4",
+                            "fc.0": f"{vf}.linear.0", "head": "value_net"}}
+        ignored = ("features_extractor.", "pi_features_extractor.", "vf_features_extractor.")  # the same tensors again
+    else:  # ppo_atari.py: network = conv, ReLU, conv, ReLU, conv, ReLU, Flatten, Linear, ReLU; actor; critic
+        trunk = {"convs.0": "network.0", "convs.2": "network.2", "convs.4": "network.4", "fc.0": "network.7"}
+        names, ignored = {"actor": {**trunk, "head": "actor"}, "critic": {**trunk, "head": "critic"}}, ()
+    try:
+        nets = {net: {f"body.{ours}.{t}" if net == "actor" else f"{ours}.{t}": state[f"{theirs}.{t}"]
+                      for ours, theirs in layers.items() for t in ("weight", "bias")} for net, layers in names.items()}
+        used = {f"{theirs}.{t}" for layers in names.values() for theirs in layers.values() for t in ("weight", "bias")}
+        left = sorted(k for k in state if k not in used and not k.startswith(ignored))
+        if left:
+            raise KeyError(f"unexpected parameters {', '.join(left[:4])}")
+    except KeyError as e:
+        raise UsageError(f"'{path}' is not a {kind} PPO Nature-CNN policy of the layout these scripts read ({e.args[0]}); "
+                         "foreign Atari teachers are the library's default CnnPolicy / ppo_atari.py Agent")
+    actor = nets["actor"]
+    config = {"cnn": "nature", "channels": [int(actor[f"body.convs.{i}.weight"].shape[0]) for i in (0, 2, 4)],
+              "fc": int(actor["body.fc.0.weight"].shape[0])}
+    obs_shape = [int(actor["body.convs.0.weight"].shape[1]), 84, 84]
+    ckpt = {"format_version": FORMAT_VERSION, "env_id": env_id, "domain": "atari", "arch": kind.lower(), "arch_config": config,
+            "actor": actor, "critic": nets["critic"], "obs_shape": obs_shape,
+            "action_space": space_dict(gym.spaces.Discrete(int(actor["body.head.weight"].shape[0]))), "obs_rms": None,
+            "env_config": {"frame_skip": 4, "procgen_num_levels": 200, "procgen_start_level": 0, "procgen_distribution_mode": "easy"},
+            "args": {"imported_from": path}, "global_step": None, "eval": None}
+    try:
+        agent_from_checkpoint(ckpt)  # what is left to mismatch (a layer that does not chain) shows here
+    except RuntimeError as e:
+        raise UsageError(f"'{path}' does not fit a Nature-CNN on 84x84 frames ({str(e).splitlines()[-1].strip()[:160]})")
+    return ckpt
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -678,7 +751,10 @@ def main(args: Args) -> dict:
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
         if args.env_id is not None:
             check_env_id(args.env_id)
-        teacher_ckpt = load_checkpoint(args.teacher, env_id=args.env_id)  # PPD
+        if args.teacher.endswith(FOREIGN_SUFFIXES):  # PPD
+            teacher_ckpt = import_teacher(args.teacher, args.env_id)  # PPD
+        else:  # PPD
+            teacher_ckpt = load_checkpoint(args.teacher, env_id=args.env_id)  # PPD
         args.env_id = args.env_id or teacher_ckpt["env_id"]  # PPD
         env_config = teacher_ckpt["env_config"]  # PPD: the env as the teacher saw it (its frame skip)
         if args.capture_video and not args.video_seconds > 0:
@@ -691,7 +767,7 @@ def main(args: Args) -> dict:
                              f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
         num_minibatches, minibatch_size = minibatch_split(args.num_envs * args.num_steps, args.minibatch_size)
         envs = make_envs(args.env_id, args.num_envs, args.seed, env_config["frame_skip"])
-        load_checkpoint(args.teacher, args.env_id, envs.single_observation_space.shape, envs.single_action_space)  # PPD
+        check_checkpoint(teacher_ckpt, args.teacher, args.env_id, envs.single_observation_space.shape, envs.single_action_space)  # PPD
         default_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         run_dir, resume_state = prepare_run(args, default_name)
     except UsageError as e:

@@ -600,8 +600,8 @@ def cleanrl_layout(state: dict, data: dict) -> tuple:  # PPD
     """The same of CleanRL's MLP Agents: ppo_continuous_action.py (actor_mean, actor_logstd, critic) and ppo.py (actor,
     critic), 64-64 with Tanh by default."""
     if "network.0.weight" in state:
-        raise UsageError("CleanRL's ppo_atari (Nature-CNN) teachers are not read yet; foreign teachers are MLP policies "
-                         "(ppo.py, ppo_continuous_action.py)")
+        raise UsageError("this is CleanRL's ppo_atari (Nature-CNN) teacher: use ppd_atari.py with the Atari --env-id it "
+                         "was trained on")
     continuous = "actor_logstd" in state
     actor = linear_stack(state, "actor_mean" if continuous else "actor")
     return actor, state.pop("actor_logstd", None), linear_stack(state, "critic"), "tanh"

@@ -66,7 +66,7 @@ class Args:
 
     # General settings
     teacher: str = "teachers/Hopper-v5.pt"
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; it decides the env and domain), or a foreign MLP teacher: a Stable-Baselines3 PPO `.zip` (RL Zoo) or a CleanRL PPO `.cleanrl_model` (these need --env-id)"""
+    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; it decides the env and domain), or a foreign teacher: a Stable-Baselines3 PPO `.zip` (RL Zoo) or a CleanRL PPO `.cleanrl_model` (these need --env-id), MLP policies or on Atari the Nature-CNN (CnnPolicy, ppo_atari.py; played with frame skip 4)"""
     env_id: Optional[str] = None
     """env id (default: the teacher's; if given it must be the teacher's; required for a foreign teacher)"""
     teacher_vecnormalize: Optional[str] = None
@@ -836,16 +836,57 @@ def cleanrl_layout(state: dict, data: dict) -> tuple:
     """The same of CleanRL's MLP Agents: ppo_continuous_action.py (actor_mean, actor_logstd, critic) and ppo.py (actor,
     critic), 64-64 with Tanh by default."""
     if "network.0.weight" in state:
-        raise UsageError("CleanRL's ppo_atari (Nature-CNN) teachers are not read yet; foreign teachers are MLP policies "
-                         "(ppo.py, ppo_continuous_action.py)")
+        raise UsageError("this is CleanRL's ppo_atari (Nature-CNN) teacher: pass the Atari --env-id it was trained on "
+                         "(e.g. BreakoutNoFrameskip-v4)")
     continuous = "actor_logstd" in state
     actor = linear_stack(state, "actor_mean" if continuous else "actor")
     return actor, state.pop("actor_logstd", None), linear_stack(state, "critic"), "tanh"
 
 
+def nature_cnn_teacher(state: dict, path: str, kind: str, env_id: str) -> dict:
+    """Both libraries' default Atari actor-critic (SB3's CnnPolicy, CleanRL's ppo_atari.py) is the Nature-CNN (conv
+    32-64-64, fc 512, ReLU) on uint8 frames divided by 255, one trunk shared by a policy head and a value head: our
+    NatureCNN with those sizes; the trunk is copied into our separate actor and critic (SB3 with
+    share_features_extractor=False: its own two trunks). Played with frame skip 4, the libraries' default."""
+    if kind == "Stable-Baselines3":  # features_extractor is pi_features_extractor; vf_features_extractor is the same unless not shared
+        pi, vf = ("pi_features_extractor" if "pi_features_extractor.cnn.0.weight" in state else "features_extractor",
+                  "vf_features_extractor" if "vf_features_extractor.cnn.0.weight" in state else "features_extractor")
+        names = {"actor": {"convs.0": f"{pi}.cnn.0", "convs.2": f"{pi}.cnn.2", "convs.4": f"{pi}.cnn.4",
+                           "fc.0": f"{pi}.linear.0", "head": "action_net"},
+                 "critic": {"convs.0": f"{vf}.cnn.0", "convs.2": f"{vf}.cnn.2", "convs.4": f"{vf}.cnn.4",
+                            "fc.0": f"{vf}.linear.0", "head": "value_net"}}
+        ignored = ("features_extractor.", "pi_features_extractor.", "vf_features_extractor.")  # the same tensors again
+    else:  # ppo_atari.py: network = conv, ReLU, conv, ReLU, conv, ReLU, Flatten, Linear, ReLU; actor; critic
+        trunk = {"convs.0": "network.0", "convs.2": "network.2", "convs.4": "network.4", "fc.0": "network.7"}
+        names, ignored = {"actor": {**trunk, "head": "actor"}, "critic": {**trunk, "head": "critic"}}, ()
+    try:
+        nets = {net: {f"body.{ours}.{t}" if net == "actor" else f"{ours}.{t}": state[f"{theirs}.{t}"]
+                      for ours, theirs in layers.items() for t in ("weight", "bias")} for net, layers in names.items()}
+        used = {f"{theirs}.{t}" for layers in names.values() for theirs in layers.values() for t in ("weight", "bias")}
+        left = sorted(k for k in state if k not in used and not k.startswith(ignored))
+        if left:
+            raise KeyError(f"unexpected parameters {', '.join(left[:4])}")
+    except KeyError as e:
+        raise UsageError(f"'{path}' is not a {kind} PPO Nature-CNN policy of the layout these scripts read ({e.args[0]}); "
+                         "foreign Atari teachers are the library's default CnnPolicy / ppo_atari.py Agent")
+    actor = nets["actor"]
+    ckpt = {"format_version": FORMAT_VERSION, "env_id": env_id, "domain": "atari", "arch": kind.lower(),
+            "arch_config": {"cnn": "nature", "channels": [int(actor[f"body.convs.{i}.weight"].shape[0]) for i in (0, 2, 4)],
+                            "fc": int(actor["body.fc.0.weight"].shape[0])},
+            "actor": actor, "critic": nets["critic"], "obs_shape": [int(actor["body.convs.0.weight"].shape[1]), 84, 84],
+            "action_space": space_dict(gym.spaces.Discrete(int(actor["body.head.weight"].shape[0]))), "obs_rms": None,
+            "env_config": {"frame_skip": 4, "procgen_num_levels": 200, "procgen_start_level": 0, "procgen_distribution_mode": "easy"},
+            "args": {"imported_from": path}, "global_step": None, "eval": None}
+    try:
+        agent_from_checkpoint(ckpt)  # what is left to mismatch (a layer that does not chain) shows here
+    except RuntimeError as e:
+        raise UsageError(f"'{path}' does not fit a Nature-CNN on 84x84 frames ({str(e).splitlines()[-1].strip()[:160]})")
+    return ckpt
+
+
 def import_teacher(path: str, env_id: Optional[str], vecnormalize: Optional[str] = None, obs_rms: Optional[str] = None) -> dict:
     """A Stable-Baselines3 PPO .zip (RL Zoo format) or a CleanRL PPO .cleanrl_model (torch.save(agent.state_dict()))
-    as a checkpoint dict of our format, checked against env_id. vecnormalize: the SB3 teacher's VecNormalize file;
+    as a checkpoint dict of our format, checked against env_id: MLP policies, or on Atari the Nature-CNN. vecnormalize: the SB3 teacher's VecNormalize file;
     obs_rms: a .npz of a CleanRL teacher's observation statistics; without them the teacher sees raw observations.
     Neither SB3 nor CleanRL needs to be installed. Raises UsageError with a one-line reason."""
     sb3 = path.endswith(".zip")
@@ -853,9 +894,12 @@ def import_teacher(path: str, env_id: Optional[str], vecnormalize: Optional[str]
     if env_id is None:
         raise UsageError(f"a {kind} teacher does not record its env reliably; pass --env-id (the env '{path}' was trained on)")
     check_env_id(env_id)
-    if detect_domain(env_id) != "mlp":
-        raise UsageError(f"foreign teachers are read for flat-observation envs only (MLP policies), not {env_id}; "
-                         "train an Atari or Procgen teacher with train_teacher.py")
+    domain = detect_domain(env_id)
+    if domain == "procgen":
+        raise UsageError(f"foreign teachers are read for flat-observation envs (MLP policies) and Atari (Nature-CNN), not "
+                         f"{env_id}; train a Procgen teacher with train_teacher.py")
+    if domain == "atari" and (vecnormalize or obs_rms):
+        raise UsageError("--teacher-vecnormalize and --teacher-obs-rms are for MLP teachers; an Atari teacher sees raw frames")
     if (vecnormalize and not sb3) or (obs_rms and sb3):
         raise UsageError("--teacher-vecnormalize goes with a Stable-Baselines3 teacher (.zip), --teacher-obs-rms with a "
                          "CleanRL one (.cleanrl_model)")
@@ -872,6 +916,8 @@ def import_teacher(path: str, env_id: Optional[str], vecnormalize: Optional[str]
     except Exception as e:
         raise UsageError(f"cannot read {kind} teacher '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); pass "
                          + ("a model .zip written by SB3's model.save()" if sb3 else "torch.save(agent.state_dict()) of CleanRL's PPO"))
+    if domain == "atari":
+        return nature_cnn_teacher(state, path, kind, env_id)
     try:
         actor, log_std, critic, activation = (sb3_layout if sb3 else cleanrl_layout)(state, data)
         if not actor or not critic or state:
