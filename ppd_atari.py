@@ -17,6 +17,7 @@ greedy actions and reports human-normalized scores.
 import difflib
 import io
 import json
+import math
 import os
 import random
 import signal
@@ -37,14 +38,15 @@ from tqdm import tqdm
 # the distributions' argument checks are pure overhead on every policy call: the networks give valid parameters
 torch.distributions.Distribution.set_default_validate_args(False)
 
+DEFAULT_TEACHER = "teachers/PongNoFrameskip-v4.pt"  # PPD
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
 
 
 @dataclass
 class Args:
     # General settings
-    teacher: str = "teachers/PongNoFrameskip-v4.pt"  # PPD
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; it also fixes the frame skip), or a Stable-Baselines3 PPO `.zip` (RL Zoo, CnnPolicy) or a CleanRL ppo_atari.py `.cleanrl_model` (Nature-CNN; these need --env-id and play with frame skip 4)"""
+    teacher: tuple[str, ...] = ()  # PPD
+    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; the first teacher fixes the game and the frame skip), or a Stable-Baselines3 PPO `.zip` (RL Zoo, CnnPolicy) or a CleanRL ppo_atari.py `.cleanrl_model` (Nature-CNN; a foreign first teacher needs --env-id; they play with frame skip 4); repeat the flag for several teachers of the same game, whose terms are summed with --teacher-weight (default: teachers/PongNoFrameskip-v4.pt)"""
     env_id: Optional[str] = None
     """`<Game>NoFrameskip-v4` or `ALE/<Game>-v5` (default: the teacher's env)"""
     student_arch: Literal["smaller", "same", "larger"] = "same"
@@ -83,10 +85,16 @@ class Args:
     # Algorithm settings (paper A.3: the teacher's PPO settings except gamma, ent_coef and num_steps)
     distill_coef: float = 1.0  # PPD
     """lambda, weight of the distillation term; 0 gives plain PPO"""
+    distill_coef_schedule: Literal["constant", "linear", "cosine", "adaptive"] = "constant"  # PPD
+    """lambda over the run, recomputed every update: constant; linear or cosine: decays from --distill-coef to 0 at --total-timesteps; adaptive: --distill-coef x clip((R_teacher - R_student) / |R_teacher|, 0, 1), R_student the mean raw score of the student's last 20 full training games (--distill-coef until the first one ends), so lambda is 0 once the student matches the teacher and it is free to surpass an imperfect one"""
+    teacher_return: Optional[float] = None  # PPD
+    """R_teacher of the adaptive schedule (default: the first teacher's checkpoint evaluation `mean_return`, else a 10-game evaluation of it at the start; with --teacher-noise-std > 0 always that evaluation, of the noisy teacher, since the checkpoint's score is the clean teacher's)"""
+    teacher_weight: tuple[float, ...] = ()  # PPD
+    """weight w_k of each teacher's term, one per --teacher in the same order, normalized to sum to 1 (default: equal weights)"""
     kl_direction: Literal["forward", "reverse"] = "forward"  # PPD
     """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""
     teacher_noise_std: float = 0.0  # PPD
-    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (paper: 0.05)"""
+    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (+ 1000 x the teacher's index) (paper: 0.05)"""
     total_timesteps: int = 2_000_000
     """environment steps to train"""
     learning_rate: float = 3e-4
@@ -439,6 +447,36 @@ def add_teacher_noise(agent: nn.Module, std: float, seed: int) -> None:  # PPD
             p.add_(torch.randn(p.shape, generator=generator) * std)
 
 
+def teacher_weights(weights, num_teachers: int) -> tuple:  # PPD
+    """--teacher-weight checked and normalized to sum to 1 (equal weights when none are given); UsageError otherwise."""
+    weights = tuple(float(w) for w in weights) or (1.0,) * num_teachers
+    if len(weights) != num_teachers:
+        raise UsageError(f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s); give one "
+                         "weight per --teacher, in the same order, or none for equal weights")
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:
+        raise UsageError(f"--teacher-weight must be finite, >= 0 and not all 0, got {', '.join(map(str, weights))}")
+    return tuple(w / sum(weights) for w in weights)
+
+
+def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_student_return: Optional[float],  # PPD
+                    teacher_return: Optional[float]) -> float:
+    """lambda at environment step `step` of `total` (--distill-coef-schedule). recent_student_return: mean score of
+    the student's last full training games, None before the first one ends; teacher_return: R_teacher (adaptive only)."""
+    progress = min(max(step / total, 0.0), 1.0)
+    if schedule == "constant":
+        return coef
+    if schedule == "linear":
+        return coef * (1.0 - progress)
+    if schedule == "cosine":  # half a cosine, from coef to 0
+        return coef * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "adaptive":  # the student's shortfall as a fraction of the teacher's return, clipped to [0, 1]
+        if recent_student_return is None:
+            return coef
+        shortfall = (teacher_return - recent_student_return) / max(abs(teacher_return), 1e-8)
+        return coef * min(max(shortfall, 0.0), 1.0)
+    raise ValueError(f"unknown distill-coef schedule '{schedule}'")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Checkpoints (SPEC section 7): one self-describing file, the same for teachers and students
 # ----------------------------------------------------------------------------------------------------
@@ -592,6 +630,12 @@ def import_teacher(path: str, env_id: Optional[str]) -> dict:  # PPD
     return ckpt
 
 
+def load_teacher(path: str, env_id: Optional[str]) -> dict:  # PPD
+    """A teacher as a checkpoint dict: a foreign one (.zip, .cleanrl_model) converted by import_teacher, one of ours
+    read by load_checkpoint."""
+    return import_teacher(path, env_id) if path.endswith(FOREIGN_SUFFIXES) else load_checkpoint(path, env_id=env_id)
+
+
 # ----------------------------------------------------------------------------------------------------
 # PPO pieces
 # ----------------------------------------------------------------------------------------------------
@@ -711,7 +755,8 @@ def save_video(path: str, clips: list, ms_per_frame: float) -> None:
 # Run folders
 # ----------------------------------------------------------------------------------------------------
 STRUCTURAL = ("env_id", "teacher", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size",
-              "distill_coef", "kl_direction", "teacher_noise_std", "restart_games_at_checkpoint")
+              "distill_coef", "kl_direction", "teacher_noise_std", "restart_games_at_checkpoint",
+              "teacher_weight", "distill_coef_schedule", "teacher_return")  # PPD
 
 
 def prepare_run(args: Args, default_name: str):
@@ -722,6 +767,8 @@ def prepare_run(args: Args, default_name: str):
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
             raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
+        if isinstance(state["args"].get("teacher"), str):  # PPD: a run from before several teachers
+            state["args"]["teacher"] = (state["args"]["teacher"],)  # PPD
         changed = [k for k in STRUCTURAL if k in state["args"] and state["args"][k] != getattr(args, k)]  # flags newer than the run: as it ran
         if changed:
             raise UsageError(f"--resume: these flags differ from the interrupted run: "
@@ -749,14 +796,20 @@ def main(args: Args) -> dict:
     try:
         if args.distill_coef < 0:  # PPD
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
+        args.teacher = (args.teacher,) if isinstance(args.teacher, str) else (tuple(args.teacher) or (DEFAULT_TEACHER,))  # PPD
+        args.teacher_weight = teacher_weights(args.teacher_weight, len(args.teacher))  # PPD: normalized, sum 1
+        if args.teacher_return is not None and not math.isfinite(args.teacher_return):  # PPD
+            raise UsageError(f"--teacher-return must be a finite number, got {args.teacher_return}")  # PPD
         if args.env_id is not None:
             check_env_id(args.env_id)
-        if args.teacher.endswith(FOREIGN_SUFFIXES):  # PPD
-            teacher_ckpt = import_teacher(args.teacher, args.env_id)  # PPD
-        else:  # PPD
-            teacher_ckpt = load_checkpoint(args.teacher, env_id=args.env_id)  # PPD
-        args.env_id = args.env_id or teacher_ckpt["env_id"]  # PPD
-        env_config = teacher_ckpt["env_config"]  # PPD: the env as the teacher saw it (its frame skip)
+        teacher_ckpts = [load_teacher(args.teacher[0], args.env_id)]  # PPD: the first teacher sets the game
+        args.env_id = args.env_id or teacher_ckpts[0]["env_id"]  # PPD
+        teacher_ckpts += [load_teacher(path, args.env_id) for path in args.teacher[1:]]  # PPD
+        env_config = teacher_ckpts[0]["env_config"]  # PPD: the env as the teacher saw it (its frame skip)
+        for path, ckpt in zip(args.teacher[1:], teacher_ckpts[1:]):  # PPD: every teacher played this env
+            if ckpt["env_config"]["frame_skip"] != env_config["frame_skip"]:  # PPD
+                raise UsageError(f"teacher '{path}' plays with frame skip {ckpt['env_config']['frame_skip']}, the first "  # PPD
+                                 f"teacher with {env_config['frame_skip']}; give teachers of one frame skip")  # PPD
         if args.capture_video and not args.video_seconds > 0:
             raise UsageError(f"--video-seconds must be > 0, got {args.video_seconds}")
         for name in ("num_envs", "num_steps", "update_epochs", "eval_episodes", "total_timesteps"):
@@ -767,7 +820,8 @@ def main(args: Args) -> dict:
                              f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
         num_minibatches, minibatch_size = minibatch_split(args.num_envs * args.num_steps, args.minibatch_size)
         envs = make_envs(args.env_id, args.num_envs, args.seed, env_config["frame_skip"])
-        check_checkpoint(teacher_ckpt, args.teacher, args.env_id, envs.single_observation_space.shape, envs.single_action_space)  # PPD
+        for path, ckpt in zip(args.teacher, teacher_ckpts):  # PPD
+            check_checkpoint(ckpt, path, args.env_id, envs.single_observation_space.shape, envs.single_action_space)  # PPD
         default_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         run_dir, resume_state = prepare_run(args, default_name)
     except UsageError as e:
@@ -777,13 +831,25 @@ def main(args: Args) -> dict:
     obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    # the teacher is built before seeding, so that the student's initialization matches plain PPO's
-    teacher = agent_from_checkpoint(teacher_ckpt)  # PPD
-    if args.teacher_noise_std > 0:  # PPD
-        add_teacher_noise(teacher, args.teacher_noise_std, args.seed)  # PPD
+    # the teachers are built before seeding, so that the student's initialization matches plain PPO's
+    teachers = [agent_from_checkpoint(ckpt) for ckpt in teacher_ckpts]  # PPD
     # PPD: frozen; channels_last halves the CNN's forward time on a CPU (measured; on a GPU left as it is)
     teacher_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format  # PPD
-    teacher = teacher.to(device, memory_format=teacher_format).eval().requires_grad_(False)  # PPD
+    for k, teacher in enumerate(teachers):  # PPD
+        if args.teacher_noise_std > 0:  # PPD
+            add_teacher_noise(teacher, args.teacher_noise_std, args.seed + 1000 * k)  # PPD
+        teacher.to(device, memory_format=teacher_format).eval().requires_grad_(False)  # PPD
+    teacher_weight = torch.tensor(args.teacher_weight, device=device)  # PPD: w_k
+    # R_teacher of the adaptive lambda: flag, else as the interrupted run had it, else the checkpoint's, else measured  # PPD
+    teacher_return = args.teacher_return if args.distill_coef_schedule == "adaptive" else None  # PPD
+    if args.distill_coef_schedule == "adaptive" and teacher_return is None:  # PPD
+        teacher_return = (resume_state or {}).get("train_state", {}).get("teacher_return")  # PPD
+        if teacher_return is None and args.teacher_noise_std == 0:  # PPD: a noisy teacher's own return is unknown
+            teacher_return = (teacher_ckpts[0].get("eval") or {}).get("mean_return")  # PPD
+        if teacher_return is None:  # PPD
+            print("measuring the teacher's return for the adaptive lambda (10 games)", flush=True)  # PPD
+            teacher_return = eval_summary(evaluate(teachers[0].actor, args.env_id, env_config["frame_skip"],  # PPD
+                                                   min(10, args.eval_episodes), args.seed + 10_000, device))["mean_return"]  # PPD
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -793,7 +859,7 @@ def main(args: Args) -> dict:
     agent = Agent(ARCHS[args.student_arch], obs_shape, action_space).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     return_rms, discounted_return = RunningMeanStd(), np.zeros(args.num_envs)
-    global_step, start_iteration, env_seed = 0, 1, args.seed
+    global_step, start_iteration, env_seed, recent_returns = 0, 1, args.seed, []
     if resume_state is not None:
         agent.actor.load_state_dict(resume_state["actor"])
         agent.critic.load_state_dict(resume_state["critic"])
@@ -805,6 +871,7 @@ def main(args: Args) -> dict:
         random.setstate(ts["python_rng"])
         global_step, start_iteration = resume_state["global_step"], ts["iteration"] + 1
         env_seed = args.seed + global_step  # the new games the uninterrupted run started here (--restart-games-at-checkpoint)
+        recent_returns = ts.get("recent_returns", [])
         print(f"resuming {run_dir} at step {global_step}", flush=True)
 
     if args.track:
@@ -827,7 +894,8 @@ def main(args: Args) -> dict:
         state["train_state"] = {"optimizer": optimizer.state_dict(), "return_rms": return_rms.state_dict(),
                                 "iteration": iteration, "torch_rng": torch.get_rng_state(),
                                 "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
-                                "python_rng": random.getstate()}
+                                "python_rng": random.getstate(), "recent_returns": list(recent_returns)}
+        state["train_state"]["teacher_return"] = teacher_return  # PPD: R_teacher of the adaptive lambda
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
 
     # ALGO Logic: storage setup (frames stay uint8 on the device; the networks convert each batch they see)
@@ -840,13 +908,15 @@ def main(args: Args) -> dict:
 
     raw_obs, _ = envs.reset(seed=env_seed)
     next_obs = torch.as_tensor(raw_obs, device=device)
-    recent_returns, start_time, start_step = [], time.time(), global_step
+    start_time, start_step = time.time(), global_step
     progress = tqdm(total=args.total_timesteps, initial=global_step, unit="step", dynamic_ncols=True,
                     mininterval=1 if sys.stderr.isatty() else 30, desc=os.path.basename(run_dir))
     iteration = start_iteration - 1
     for iteration in range(start_iteration, num_iterations + 1):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
+        distill_coef = distill_coef_at(args.distill_coef_schedule, args.distill_coef, global_step, args.total_timesteps,  # PPD
+                                       float(np.mean(recent_returns)) if recent_returns else None, teacher_return)  # PPD
 
         # ---- rollout: the student acts (student-driven distillation)
         agent.eval()
@@ -886,9 +956,10 @@ def main(args: Args) -> dict:
         b_obs = obs.reshape((-1,) + obs_shape)
         b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape((-1,) + action_space.shape)
         b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
-        with torch.no_grad():  # PPD: the teacher depends only on the states: one forward per rollout, in minibatch-sized chunks
-            b_teacher_logits = torch.cat([teacher.actor(x).logits for x in b_obs.split(minibatch_size)])  # PPD
-        clipfracs, kls, agreements = [], [], []  # PPD: kls, agreements
+        with torch.no_grad():  # PPD: a teacher depends only on the states: one forward per rollout and teacher, in minibatch-sized chunks
+            b_teacher_logits = [torch.cat([teacher.actor(x).logits for x in b_obs.split(minibatch_size)])  # PPD
+                                for teacher in teachers]  # PPD
+        clipfracs, kls, agreements, teacher_kls = [], [], [], []  # PPD: kls, agreements, teacher_kls
         for epoch in range(args.update_epochs):
             b_inds = torch.randperm(batch_size, device=device)
             for start in range(0, batch_size, minibatch_size):
@@ -908,12 +979,14 @@ def main(args: Args) -> dict:
                                     -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
                 v_loss = ((newvalue - b_returns[mb_inds]) ** 2).mean()  # c_v * (V - R)^2, as SB3 (CleanRL halves it)
                 entropy_loss = entropy.mean()
-                mb_teacher_logits = b_teacher_logits[mb_inds]  # PPD
-                kl = kl_divergence(mb_teacher_logits, dist.logits, args.kl_direction)  # PPD
+                mb_teacher_logits = [logits[mb_inds] for logits in b_teacher_logits]  # PPD
+                kl_per_teacher = torch.stack([kl_divergence(t, dist.logits, args.kl_direction) for t in mb_teacher_logits])  # PPD
+                # several teachers: sum_k w_k KL_k * max(ratio, 1 - eps) = (sum_k w_k KL_k) * max(ratio, 1 - eps)  # PPD
+                kl = (teacher_weight[:, None] * kl_per_teacher).sum(0)  # PPD
                 # paper Eq. 2: the KL is weighted by max(ratio, 1 - eps), PPO's clip on the lower side only  # PPD
                 distill_loss = (kl * torch.clamp(ratio, min=1 - args.clip_coef)).mean()  # PPD
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-                loss = loss + args.distill_coef * distill_loss  # PPD
+                loss = loss + distill_coef * distill_loss  # PPD
                 optimizer.zero_grad()
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
@@ -923,8 +996,9 @@ def main(args: Args) -> dict:
                 optimizer.step()
                 with torch.no_grad():  # PPD: how close the student's greedy policy is to the teacher's
                     kls.append(kl.mean().item())  # PPD
-                    # PPD: fraction of states where both pick the same greedy action
-                    agreements.append((dist.logits.argmax(-1) == mb_teacher_logits.argmax(-1)).float().mean().item())  # PPD
+                    teacher_kls.append(kl_per_teacher.mean(1).tolist())  # PPD
+                    # PPD: fraction of states where both pick the same greedy action (first teacher)
+                    agreements.append((dist.logits.argmax(-1) == mb_teacher_logits[0].argmax(-1)).float().mean().item())  # PPD
 
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
@@ -940,11 +1014,14 @@ def main(args: Args) -> dict:
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("losses/distill_loss", distill_loss.item(), global_step)  # PPD
         writer.add_scalar("distill/kl", np.mean(kls), global_step)  # PPD
+        for k, teacher_kl in enumerate(np.mean(teacher_kls, axis=0)):  # PPD
+            writer.add_scalar(f"distill/kl_teacher{k}", teacher_kl, global_step)  # PPD
+        writer.add_scalar("distill/lambda", distill_coef, global_step)  # PPD
         writer.add_scalar("distill/greedy_agreement", np.mean(agreements), global_step)  # PPD
         writer.add_scalar("charts/SPS", sps, global_step)
         progress.update(batch_size)
         progress.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
-                             kl=f"{np.mean(kls):.3f}", refresh=False)  # PPD: kl
+                             kl=f"{np.mean(kls):.3f}", lam=f"{distill_coef:.3g}", refresh=False)  # PPD: kl, lam
 
         periodic = args.checkpoint_every and global_step // args.checkpoint_every > (global_step - batch_size) // args.checkpoint_every
         if periodic and args.restart_games_at_checkpoint:  # new games, as a run resumed from this checkpoint starts
@@ -967,17 +1044,24 @@ def main(args: Args) -> dict:
     def run_eval(actor: Actor) -> dict:
         return eval_summary(evaluate(actor, args.env_id, env_config["frame_skip"], args.eval_episodes, args.seed + 10_000, device))
 
-    student_eval, teacher_eval = run_eval(agent.actor), run_eval(teacher.actor)
+    student_eval = run_eval(agent.actor)
+    teacher_evals = [run_eval(teacher.actor) for teacher in teachers]  # PPD
+    teacher_eval = teacher_evals[0]  # PPD: "teacher" and fraction_of_teacher: the first teacher's
     game = atari_game(args.env_id)
     random_score, human_score = HUMAN_RANDOM_SCORES.get(game, (None, None))
     normalized = {"student": human_normalized(game, student_eval["mean_return"]),
                   "teacher": human_normalized(game, teacher_eval["mean_return"]), "random": random_score, "human": human_score}
     evaluation = {"env_id": args.env_id, "method": "ppd" if args.distill_coef > 0 else "ppo", "student_arch": args.student_arch,
                   "global_step": global_step, "deterministic": True, "full_games": True, "frame_skip": env_config["frame_skip"],
-                  "distill_coef": args.distill_coef, "seed": args.seed, "teacher_checkpoint": args.teacher,
-                  "teacher_noise_std": args.teacher_noise_std, "student": student_eval, "teacher": teacher_eval}
-    if args.teacher_noise_std > 0:  # the uncorrupted teacher too, the reference of the paper's Table 2
-        evaluation["teacher_clean"] = run_eval(agent_from_checkpoint(teacher_ckpt).to(device).actor)
+                  "distill_coef": args.distill_coef, "seed": args.seed, "teacher_checkpoint": args.teacher[0],
+                  "teacher_noise_std": args.teacher_noise_std,
+                  "teacher_checkpoints": list(args.teacher), "teacher_weights": list(args.teacher_weight),  # PPD
+                  "teachers": teacher_evals, "distill_coef_schedule": args.distill_coef_schedule,  # PPD
+                  "teacher_reference_return": teacher_return,  # PPD: R_teacher of the adaptive lambda (else None)
+                  "student": student_eval, "teacher": teacher_eval}
+    if args.teacher_noise_std > 0:  # the uncorrupted teachers too, the reference of the paper's Table 2
+        evaluation["teachers_clean"] = [run_eval(agent_from_checkpoint(ckpt).to(device).actor) for ckpt in teacher_ckpts]  # PPD
+        evaluation["teacher_clean"] = evaluation["teachers_clean"][0]  # PPD
         normalized["teacher_clean"] = human_normalized(game, evaluation["teacher_clean"]["mean_return"])
     evaluation["human_normalized"] = normalized
     # the paper's measure: the student's human-normalized score as a fraction of its teacher's (raw scores for a
@@ -989,7 +1073,8 @@ def main(args: Args) -> dict:
     evaluation["fraction_of_teacher_measure"] = measure
     if args.capture_video:  # same env seed as the evaluation's first game
         clips = [(name, *record_episode(actor, args.env_id, env_config["frame_skip"], args.seed + 10_000, device, args.video_seconds))
-                 for name, actor in (("teacher", teacher.actor), (f"student ({args.student_arch})", agent.actor))]
+                 for name, actor in [(f"teacher{'' if len(teachers) == 1 else f' {k}'}", teacher.actor)  # PPD
+                                     for k, teacher in enumerate(teachers)] + [(f"student ({args.student_arch})", agent.actor)]]
         save_video(os.path.join(run_dir, "video.gif"), [(f"{name}: {ret:.0f}", frames) for name, frames, ret, _ in clips], clips[0][3])
         evaluation["video"] = {"file": "video.gif", "seconds": args.video_seconds, "seed": args.seed + 10_000,
                                "clip_returns": {name: ret for name, _, ret, _ in clips}}
@@ -1012,6 +1097,8 @@ def main(args: Args) -> dict:
           + row("teacher" + (" (noisy)" if args.teacher_noise_std > 0 else ""), teacher_eval, normalized["teacher"]) + "\n"
           + (row("teacher (without noise)", evaluation["teacher_clean"], normalized["teacher_clean"]) + "\n"
              if args.teacher_noise_std > 0 else "")
+          + "".join(row(f"teacher {k} (weight {args.teacher_weight[k]:.3g})", e, human_normalized(game, e["mean_return"])) + "\n"  # PPD
+                    for k, e in enumerate(teacher_evals) if len(teacher_evals) > 1)  # PPD
           + row(f"student ({args.student_arch})", student_eval, normalized["student"])
           + f"   = {'n/a' if fraction is None else f'{fraction:.1%}'} of the teacher ({measure.replace('_', '-')})\n"
           f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}"
@@ -1022,4 +1109,4 @@ def main(args: Args) -> dict:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(Args))
+    main(tyro.cli(Args, config=(tyro.conf.UseAppendAction,)))  # PPD: --teacher and --teacher-weight repeat per teacher

@@ -16,6 +16,7 @@ paper); evaluation samples actions and runs on unseen test levels and, separatel
 
 import difflib
 import json
+import math
 import os
 import random
 import signal
@@ -35,14 +36,15 @@ from tqdm import tqdm
 # the distributions' argument checks are pure overhead on every policy call: the networks give valid parameters
 torch.distributions.Distribution.set_default_validate_args(False)
 
+DEFAULT_TEACHER = "teachers/procgen-coinrun.pt"  # PPD
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
 
 
 @dataclass
 class Args:
     # General settings
-    teacher: str = "teachers/procgen-coinrun.pt"  # PPD
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts); it also fixes the training levels"""
+    teacher: tuple[str, ...] = ()  # PPD
+    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; it also fixes the training levels); repeat the flag for several teachers trained on the same levels, whose terms are summed with --teacher-weight (default: teachers/procgen-coinrun.pt)"""
     env_id: Optional[str] = None
     """`procgen:<game>`, e.g. `procgen:coinrun` (default: the teacher's env)"""
     student_arch: Literal["smaller", "same", "larger"] = "same"
@@ -75,10 +77,16 @@ class Args:
     # Algorithm settings (paper A.3: the teacher's PPO settings except gamma, ent_coef and num_steps)
     distill_coef: float = 1.0  # PPD
     """lambda, weight of the distillation term; 0 gives plain PPO"""
+    distill_coef_schedule: Literal["constant", "linear", "cosine", "adaptive"] = "constant"  # PPD
+    """lambda over the run, recomputed every update: constant; linear or cosine: decays from --distill-coef to 0 at --total-timesteps; adaptive: --distill-coef x clip((R_teacher - R_student) / |R_teacher|, 0, 1), R_student the mean return of the student's last 20 training episodes (--distill-coef until the first one ends), so lambda is 0 once the student matches the teacher and it is free to surpass an imperfect one"""
+    teacher_return: Optional[float] = None  # PPD
+    """R_teacher of the adaptive schedule (default: the first teacher's checkpoint evaluation on its training levels, `train_levels.mean_return`, else a 10-episode evaluation of it there at the start; with --teacher-noise-std > 0 always that evaluation, of the noisy teacher)"""
+    teacher_weight: tuple[float, ...] = ()  # PPD
+    """weight w_k of each teacher's term, one per --teacher in the same order, normalized to sum to 1 (default: equal weights)"""
     kl_direction: Literal["forward", "reverse"] = "forward"  # PPD
     """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""
     teacher_noise_std: float = 0.0  # PPD
-    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (paper: 0.05)"""
+    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (+ 1000 x the teacher's index) (paper: 0.05)"""
     total_timesteps: int = 2_000_000
     """environment steps to train"""
     learning_rate: float = 3e-4
@@ -382,6 +390,36 @@ def add_teacher_noise(agent: nn.Module, std: float, seed: int) -> None:  # PPD
             p.add_(torch.randn(p.shape, generator=generator) * std)
 
 
+def teacher_weights(weights, num_teachers: int) -> tuple:  # PPD
+    """--teacher-weight checked and normalized to sum to 1 (equal weights when none are given); UsageError otherwise."""
+    weights = tuple(float(w) for w in weights) or (1.0,) * num_teachers
+    if len(weights) != num_teachers:
+        raise UsageError(f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s); give one "
+                         "weight per --teacher, in the same order, or none for equal weights")
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:
+        raise UsageError(f"--teacher-weight must be finite, >= 0 and not all 0, got {', '.join(map(str, weights))}")
+    return tuple(w / sum(weights) for w in weights)
+
+
+def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_student_return: Optional[float],  # PPD
+                    teacher_return: Optional[float]) -> float:
+    """lambda at environment step `step` of `total` (--distill-coef-schedule). recent_student_return: mean return of
+    the student's last training episodes, None before the first one ends; teacher_return: R_teacher (adaptive only)."""
+    progress = min(max(step / total, 0.0), 1.0)
+    if schedule == "constant":
+        return coef
+    if schedule == "linear":
+        return coef * (1.0 - progress)
+    if schedule == "cosine":  # half a cosine, from coef to 0
+        return coef * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "adaptive":  # the student's shortfall as a fraction of the teacher's return, clipped to [0, 1]
+        if recent_student_return is None:
+            return coef
+        shortfall = (teacher_return - recent_student_return) / max(abs(teacher_return), 1e-8)
+        return coef * min(max(shortfall, 0.0), 1.0)
+    raise ValueError(f"unknown distill-coef schedule '{schedule}'")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Checkpoints (SPEC section 7): one self-describing file, the same for teachers and students
 # ----------------------------------------------------------------------------------------------------
@@ -525,7 +563,8 @@ def eval_summary(returns: list) -> dict:
 # Run folders
 # ----------------------------------------------------------------------------------------------------
 STRUCTURAL = ("env_id", "teacher", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size",
-              "distill_coef", "kl_direction", "teacher_noise_std")
+              "distill_coef", "kl_direction", "teacher_noise_std",
+              "teacher_weight", "distill_coef_schedule", "teacher_return")  # PPD
 
 
 def prepare_run(args: Args, default_name: str):
@@ -536,6 +575,8 @@ def prepare_run(args: Args, default_name: str):
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
             raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
+        if isinstance(state["args"].get("teacher"), str):  # PPD: a run from before several teachers
+            state["args"]["teacher"] = (state["args"]["teacher"],)  # PPD
         changed = [k for k in STRUCTURAL if k in state["args"] and state["args"][k] != getattr(args, k)]  # flags newer than the run: as it ran
         if changed:
             raise UsageError(f"--resume: these flags differ from the interrupted run: "
@@ -563,13 +604,24 @@ def main(args: Args) -> dict:
     try:
         if args.distill_coef < 0:  # PPD
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
+        args.teacher = (args.teacher,) if isinstance(args.teacher, str) else (tuple(args.teacher) or (DEFAULT_TEACHER,))  # PPD
+        args.teacher_weight = teacher_weights(args.teacher_weight, len(args.teacher))  # PPD: normalized, sum 1
+        if args.teacher_return is not None and not math.isfinite(args.teacher_return):  # PPD
+            raise UsageError(f"--teacher-return must be a finite number, got {args.teacher_return}")  # PPD
         if args.env_id is not None:
             check_env_id(args.env_id)
-        teacher_ckpt = load_checkpoint(args.teacher, env_id=args.env_id)  # PPD
-        args.env_id = args.env_id or teacher_ckpt["env_id"]  # PPD
-        env_config = teacher_ckpt["env_config"]  # PPD: the env as the teacher saw it (its levels, difficulty)
+        teacher_ckpts = [load_checkpoint(args.teacher[0], env_id=args.env_id)]  # PPD: the first teacher sets the game
+        args.env_id = args.env_id or teacher_ckpts[0]["env_id"]  # PPD
+        teacher_ckpts += [load_checkpoint(path, env_id=args.env_id) for path in args.teacher[1:]]  # PPD
+        env_config = teacher_ckpts[0]["env_config"]  # PPD: the env as the teacher saw it (its levels, difficulty)
+        levels = ("procgen_start_level", "procgen_num_levels", "procgen_distribution_mode")  # PPD
+        for path, ckpt in zip(args.teacher[1:], teacher_ckpts[1:]):  # PPD: the test levels are unseen by every teacher
+            if [ckpt["env_config"][k] for k in levels] != [env_config[k] for k in levels]:  # PPD
+                raise UsageError(f"teacher '{path}' was trained on levels {[ckpt['env_config'][k] for k in levels]} (start, "  # PPD
+                                 f"count, mode), the first teacher on {[env_config[k] for k in levels]}; give teachers "  # PPD
+                                 "trained on the same levels")  # PPD
         if env_config["procgen_num_levels"] == 0:  # PPD: procgen's 0 means every level: none is left for testing
-            raise UsageError(f"teacher '{args.teacher}' was trained on all levels (num_levels 0): there are no unseen levels to evaluate on")  # PPD
+            raise UsageError(f"teacher '{args.teacher[0]}' was trained on all levels (num_levels 0): there are no unseen levels to evaluate on")  # PPD
         for name in ("num_envs", "num_steps", "update_epochs", "eval_episodes", "total_timesteps"):
             if getattr(args, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -578,7 +630,8 @@ def main(args: Args) -> dict:
                              f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
         num_minibatches, minibatch_size = minibatch_split(args.num_envs * args.num_steps, args.minibatch_size)
         envs = make_envs(args.env_id, args.num_envs, args.seed, env_config)
-        load_checkpoint(args.teacher, args.env_id, envs.single_observation_space.shape, envs.single_action_space)  # PPD
+        for path in args.teacher:  # PPD
+            load_checkpoint(path, args.env_id, envs.single_observation_space.shape, envs.single_action_space)  # PPD
         default_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         run_dir, resume_state = prepare_run(args, default_name)
     except UsageError as e:
@@ -588,13 +641,26 @@ def main(args: Args) -> dict:
     obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    # the teacher is built before seeding, so that the student's initialization matches plain PPO's
-    teacher = agent_from_checkpoint(teacher_ckpt)  # PPD
-    if args.teacher_noise_std > 0:  # PPD
-        add_teacher_noise(teacher, args.teacher_noise_std, args.seed)  # PPD
+    # the teachers are built before seeding, so that the student's initialization matches plain PPO's
+    teachers = [agent_from_checkpoint(ckpt) for ckpt in teacher_ckpts]  # PPD
     # PPD: frozen; channels_last halves the CNN's forward time on a CPU (measured; on a GPU left as it is)
     teacher_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format  # PPD
-    teacher = teacher.to(device, memory_format=teacher_format).eval().requires_grad_(False)  # PPD
+    for k, teacher in enumerate(teachers):  # PPD
+        if args.teacher_noise_std > 0:  # PPD
+            add_teacher_noise(teacher, args.teacher_noise_std, args.seed + 1000 * k)  # PPD
+        teacher.to(device, memory_format=teacher_format).eval().requires_grad_(False)  # PPD
+    teacher_weight = torch.tensor(args.teacher_weight, device=device)  # PPD: w_k
+    # R_teacher of the adaptive lambda (on the training levels, where the student's return is measured): flag, else as  # PPD
+    # the interrupted run had it, else the checkpoint's, else measured  # PPD
+    teacher_return = args.teacher_return if args.distill_coef_schedule == "adaptive" else None  # PPD
+    if args.distill_coef_schedule == "adaptive" and teacher_return is None:  # PPD
+        teacher_return = (resume_state or {}).get("train_state", {}).get("teacher_return")  # PPD
+        if teacher_return is None and args.teacher_noise_std == 0:  # PPD: a noisy teacher's own return is unknown
+            teacher_return = ((teacher_ckpts[0].get("eval") or {}).get("train_levels") or {}).get("mean_return")  # PPD
+        if teacher_return is None:  # PPD
+            print("measuring the teacher's return for the adaptive lambda (10 episodes)", flush=True)  # PPD
+            teacher_return = eval_summary(evaluate(teachers[0].actor, args.env_id, env_config, "train",  # PPD
+                                                   min(10, args.eval_episodes), args.seed + 10_000, device))["mean_return"]  # PPD
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -647,6 +713,7 @@ def main(args: Args) -> dict:
                                 "python_rng": random.getstate(), "envs": envs.get_state(raw_obs),
                                 "discounted_return": torch.from_numpy(discounted_return.copy()),
                                 "recent_returns": list(recent_returns)}
+        state["train_state"]["teacher_return"] = teacher_return  # PPD: R_teacher of the adaptive lambda
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
 
     # ALGO Logic: storage setup (frames stay uint8 on the device; the networks convert each batch they see)
@@ -669,6 +736,8 @@ def main(args: Args) -> dict:
     for iteration in range(start_iteration, num_iterations + 1):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
+        distill_coef = distill_coef_at(args.distill_coef_schedule, args.distill_coef, global_step, args.total_timesteps,  # PPD
+                                       float(np.mean(recent_returns)) if recent_returns else None, teacher_return)  # PPD
 
         # ---- rollout: the student acts (student-driven distillation)
         agent.eval()
@@ -708,9 +777,10 @@ def main(args: Args) -> dict:
         b_obs = obs.reshape((-1,) + obs_shape)
         b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape((-1,) + action_space.shape)
         b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
-        with torch.no_grad():  # PPD: the teacher depends only on the states: one forward per rollout, in minibatch-sized chunks
-            b_teacher_logits = torch.cat([teacher.actor(x).logits for x in b_obs.split(minibatch_size)])  # PPD
-        clipfracs, kls, agreements = [], [], []  # PPD: kls, agreements
+        with torch.no_grad():  # PPD: a teacher depends only on the states: one forward per rollout and teacher, in minibatch-sized chunks
+            b_teacher_logits = [torch.cat([teacher.actor(x).logits for x in b_obs.split(minibatch_size)])  # PPD
+                                for teacher in teachers]  # PPD
+        clipfracs, kls, agreements, teacher_kls = [], [], [], []  # PPD: kls, agreements, teacher_kls
         for epoch in range(args.update_epochs):
             b_inds = torch.randperm(batch_size, device=device)
             for start in range(0, batch_size, minibatch_size):
@@ -730,12 +800,14 @@ def main(args: Args) -> dict:
                                     -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
                 v_loss = ((newvalue - b_returns[mb_inds]) ** 2).mean()  # c_v * (V - R)^2, as SB3 (CleanRL halves it)
                 entropy_loss = entropy.mean()
-                mb_teacher_logits = b_teacher_logits[mb_inds]  # PPD
-                kl = kl_divergence(mb_teacher_logits, dist.logits, args.kl_direction)  # PPD
+                mb_teacher_logits = [logits[mb_inds] for logits in b_teacher_logits]  # PPD
+                kl_per_teacher = torch.stack([kl_divergence(t, dist.logits, args.kl_direction) for t in mb_teacher_logits])  # PPD
+                # several teachers: sum_k w_k KL_k * max(ratio, 1 - eps) = (sum_k w_k KL_k) * max(ratio, 1 - eps)  # PPD
+                kl = (teacher_weight[:, None] * kl_per_teacher).sum(0)  # PPD
                 # paper Eq. 2: the KL is weighted by max(ratio, 1 - eps), PPO's clip on the lower side only  # PPD
                 distill_loss = (kl * torch.clamp(ratio, min=1 - args.clip_coef)).mean()  # PPD
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-                loss = loss + args.distill_coef * distill_loss  # PPD
+                loss = loss + distill_coef * distill_loss  # PPD
                 optimizer.zero_grad()
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
@@ -745,8 +817,9 @@ def main(args: Args) -> dict:
                 optimizer.step()
                 with torch.no_grad():  # PPD: how close the student's greedy policy is to the teacher's
                     kls.append(kl.mean().item())  # PPD
-                    # PPD: fraction of states where both pick the same greedy action
-                    agreements.append((dist.logits.argmax(-1) == mb_teacher_logits.argmax(-1)).float().mean().item())  # PPD
+                    teacher_kls.append(kl_per_teacher.mean(1).tolist())  # PPD
+                    # PPD: fraction of states where both pick the same greedy action (first teacher)
+                    agreements.append((dist.logits.argmax(-1) == mb_teacher_logits[0].argmax(-1)).float().mean().item())  # PPD
 
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
@@ -762,11 +835,14 @@ def main(args: Args) -> dict:
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("losses/distill_loss", distill_loss.item(), global_step)  # PPD
         writer.add_scalar("distill/kl", np.mean(kls), global_step)  # PPD
+        for k, teacher_kl in enumerate(np.mean(teacher_kls, axis=0)):  # PPD
+            writer.add_scalar(f"distill/kl_teacher{k}", teacher_kl, global_step)  # PPD
+        writer.add_scalar("distill/lambda", distill_coef, global_step)  # PPD
         writer.add_scalar("distill/greedy_agreement", np.mean(agreements), global_step)  # PPD
         writer.add_scalar("charts/SPS", sps, global_step)
         progress.update(batch_size)
         progress.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
-                             kl=f"{np.mean(kls):.3f}", refresh=False)  # PPD: kl
+                             kl=f"{np.mean(kls):.3f}", lam=f"{distill_coef:.3g}", refresh=False)  # PPD: kl, lam
 
         if stop["signal"] is not None or (args.checkpoint_every and global_step // args.checkpoint_every
                                           > (global_step - batch_size) // args.checkpoint_every):
@@ -783,10 +859,13 @@ def main(args: Args) -> dict:
 
     # ---- final evaluation (SPEC section 5): student and teacher, sampled actions, same protocol and seeds,
     # on unseen levels (generalization, the paper's Table 1) and on the training levels (its Table 8)
-    clean_teacher = agent_from_checkpoint(teacher_ckpt).to(device) if args.teacher_noise_std > 0 else None
+    clean_teachers = [agent_from_checkpoint(ckpt).to(device) for ckpt in teacher_ckpts] if args.teacher_noise_std > 0 else None  # PPD
     evaluation = {"env_id": args.env_id, "method": "ppd" if args.distill_coef > 0 else "ppo", "student_arch": args.student_arch,
                   "global_step": global_step, "deterministic": False, "distill_coef": args.distill_coef,
-                  "seed": args.seed, "teacher_checkpoint": args.teacher, "teacher_noise_std": args.teacher_noise_std,
+                  "seed": args.seed, "teacher_checkpoint": args.teacher[0], "teacher_noise_std": args.teacher_noise_std,
+                  "teacher_checkpoints": list(args.teacher), "teacher_weights": list(args.teacher_weight),  # PPD
+                  "distill_coef_schedule": args.distill_coef_schedule,  # PPD
+                  "teacher_reference_return": teacher_return,  # PPD: R_teacher of the adaptive lambda (else None)
                   "env_config": env_config}
 
     def run_eval(actor: Actor, levels: str) -> dict:
@@ -795,9 +874,12 @@ def main(args: Args) -> dict:
     for levels in ("test", "train"):
         start_level, num_levels = level_range(env_config, levels)
         block = {"start_level": start_level, "num_levels": num_levels,
-                 "student": run_eval(agent.actor, levels), "teacher": run_eval(teacher.actor, levels)}
-        if clean_teacher is not None:  # the uncorrupted teacher too, the reference of the paper's Table 2
-            block["teacher_clean"] = run_eval(clean_teacher.actor, levels)
+                 "student": run_eval(agent.actor, levels)}
+        block["teachers"] = [run_eval(teacher.actor, levels) for teacher in teachers]  # PPD
+        block["teacher"] = block["teachers"][0]  # PPD: "teacher" and fraction_of_teacher: the first teacher's
+        if clean_teachers is not None:  # the uncorrupted teachers too, the reference of the paper's Table 2
+            block["teachers_clean"] = [run_eval(teacher.actor, levels) for teacher in clean_teachers]  # PPD
+            block["teacher_clean"] = block["teachers_clean"][0]  # PPD
         teacher_score = block["teacher"]["mean_return"]
         block["fraction_of_teacher"] = block["student"]["mean_return"] / teacher_score if teacher_score != 0 else None
         evaluation[f"{levels}_levels"] = block
@@ -818,7 +900,9 @@ def main(args: Args) -> dict:
         print(f"  {levels} levels [{e['start_level']}, {e['start_level'] + e['num_levels']}):\n"
               f"    teacher{' (noisy)' if args.teacher_noise_std > 0 else ''}: {e['teacher']['mean_return']:9.2f} +- {e['teacher']['std_return']:.2f}\n"
               + (f"    teacher (without noise): {e['teacher_clean']['mean_return']:9.2f} +- {e['teacher_clean']['std_return']:.2f}\n"
-                 if clean_teacher is not None else "")
+                 if clean_teachers is not None else "")
+              + "".join(f"    teacher {k} (weight {args.teacher_weight[k]:.3g}): {t['mean_return']:9.2f} +- {t['std_return']:.2f}\n"  # PPD
+                        for k, t in enumerate(e["teachers"]) if len(teachers) > 1)  # PPD
               + f"    student ({args.student_arch}): {e['student']['mean_return']:9.2f} +- {e['student']['std_return']:.2f}"
               f"   = {'n/a' if fraction is None else f'{fraction:.1%}'} of the teacher")
     print(f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}")
@@ -828,4 +912,4 @@ def main(args: Args) -> dict:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(Args))
+    main(tyro.cli(Args, config=(tyro.conf.UseAppendAction,)))  # PPD: --teacher and --teacher-weight repeat per teacher

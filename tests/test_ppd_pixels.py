@@ -198,7 +198,7 @@ def test_procgen_resume_continues_to_the_new_total_without_repeating_a_step(runs
 @pytest.mark.parametrize("domain", ["atari", "procgen"])
 def test_missing_teacher_is_refused_with_a_hint_to_train_one(domain, tmp_path):
     d = DOMAINS[domain]
-    assert d["module"].Args().teacher == {"atari": "teachers/PongNoFrameskip-v4.pt", "procgen": "teachers/procgen-coinrun.pt"}[domain]
+    assert d["module"].DEFAULT_TEACHER == {"atari": "teachers/PongNoFrameskip-v4.pt", "procgen": "teachers/procgen-coinrun.pt"}[domain]
     missing = str(tmp_path / "no-such-teacher.pt")
     result = run_script(d["script"], "--teacher", missing, *TINY, "--total-timesteps", 2 * ROLLOUT, "--output-dir", tmp_path / "out")
     assert_refused(result, missing, "train_teacher.py")
