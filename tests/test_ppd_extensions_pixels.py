@@ -64,6 +64,15 @@ def test_two_teachers_kl_is_their_weighted_sum_and_lambda_follows_the_linear_sch
     for block in blocks:
         assert len(block["teachers"]) == 2 and block["teacher"] == block["teachers"][0]
     assert "teacher 1 (weight 0.25)" in result.stdout
+    if domain == "atari":  # the scheduled lambda is the one in the loss: with lambda 2 throughout, the first update
+        # (lambda 2 in both runs) is the same and the second (lambda 1 above) is not
+        constant = run_script(d["script"], "--teacher", a, "--teacher", b, "--teacher-weight", "3", "--teacher-weight", "1",
+                              "--distill-coef", "2", "--student-arch", "smaller", *TINY, "--total-timesteps", 2 * ROLLOUT,
+                              "--output-dir", tmp_path, "--run-name", "constant", timeout=300)
+        assert constant.returncode == 0, constant.stderr[-2000:]
+        assert scalars(tmp_path / "constant", "distill/lambda") == [(ROLLOUT, 2.0), (2 * ROLLOUT, 2.0)]
+        first, second = scalars(tmp_path / "constant", "distill/kl"), scalars(run, "distill/kl")
+        assert first[0] == second[0] and first[1] != second[1]
 
 
 def test_two_copies_of_one_teacher_train_bit_identically_to_that_teacher_alone(tmp_path):
