@@ -878,8 +878,9 @@ def nature_cnn_teacher(state: dict, path: str, kind: str, env_id: str) -> dict:
 
 def import_teacher(path: str, env_id: Optional[str], vecnormalize: Optional[str] = None, obs_rms: Optional[str] = None) -> dict:
     """A Stable-Baselines3 PPO .zip (RL Zoo format) or a CleanRL PPO .cleanrl_model (torch.save(agent.state_dict()))
-    as a checkpoint dict of our format, checked against env_id: MLP policies, or on Atari the Nature-CNN. vecnormalize: the SB3 teacher's VecNormalize file;
-    obs_rms: a .npz of a CleanRL teacher's observation statistics; without them the teacher sees raw observations.
+    as a checkpoint dict of our format, checked against env_id: MLP policies, or on Atari the Nature-CNN. vecnormalize:
+    the SB3 teacher's VecNormalize file; obs_rms: a .npz of a CleanRL teacher's observation statistics; without them
+    the teacher sees raw observations.
     Neither SB3 nor CleanRL needs to be installed. Raises UsageError with a one-line reason."""
     sb3 = path.endswith(".zip")
     kind = "Stable-Baselines3" if sb3 else "CleanRL"
