@@ -996,7 +996,7 @@ def main(args: Args) -> dict:
                 optimizer.step()
                 with torch.no_grad():  # PPD: how close the student's greedy policy is to the teacher's
                     kls.append(kl.mean().item())  # PPD
-                    teacher_kls.append(kl_per_teacher.mean(1).tolist())  # PPD
+                    teacher_kls.append(kl_per_teacher.mean(1))  # PPD: kept on the device, read once per update
                     # PPD: fraction of states where both pick the same greedy action (first teacher)
                     agreements.append((dist.logits.argmax(-1) == mb_teacher_logits[0].argmax(-1)).float().mean().item())  # PPD
 
@@ -1014,7 +1014,7 @@ def main(args: Args) -> dict:
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("losses/distill_loss", distill_loss.item(), global_step)  # PPD
         writer.add_scalar("distill/kl", np.mean(kls), global_step)  # PPD
-        for k, teacher_kl in enumerate(np.mean(teacher_kls, axis=0)):  # PPD
+        for k, teacher_kl in enumerate(torch.stack(teacher_kls).mean(0).tolist()):  # PPD
             writer.add_scalar(f"distill/kl_teacher{k}", teacher_kl, global_step)  # PPD
         writer.add_scalar("distill/lambda", distill_coef, global_step)  # PPD
         writer.add_scalar("distill/greedy_agreement", np.mean(agreements), global_step)  # PPD

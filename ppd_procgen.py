@@ -610,6 +610,10 @@ def main(args: Args) -> dict:
             raise UsageError(f"--teacher-return must be a finite number, got {args.teacher_return}")  # PPD
         if args.env_id is not None:
             check_env_id(args.env_id)
+        foreign = [path for path in args.teacher if path.endswith((".zip", ".cleanrl_model"))]  # PPD
+        if foreign:  # PPD
+            raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; Procgen teachers are read only as "  # PPD
+                             "checkpoints of train_teacher.py (foreign teachers: ppd_mujoco.py, ppd_atari.py)")  # PPD
         teacher_ckpts = [load_checkpoint(args.teacher[0], env_id=args.env_id)]  # PPD: the first teacher sets the game
         args.env_id = args.env_id or teacher_ckpts[0]["env_id"]  # PPD
         teacher_ckpts += [load_checkpoint(path, env_id=args.env_id) for path in args.teacher[1:]]  # PPD
@@ -817,7 +821,7 @@ def main(args: Args) -> dict:
                 optimizer.step()
                 with torch.no_grad():  # PPD: how close the student's greedy policy is to the teacher's
                     kls.append(kl.mean().item())  # PPD
-                    teacher_kls.append(kl_per_teacher.mean(1).tolist())  # PPD
+                    teacher_kls.append(kl_per_teacher.mean(1))  # PPD: kept on the device, read once per update
                     # PPD: fraction of states where both pick the same greedy action (first teacher)
                     agreements.append((dist.logits.argmax(-1) == mb_teacher_logits[0].argmax(-1)).float().mean().item())  # PPD
 
@@ -835,7 +839,7 @@ def main(args: Args) -> dict:
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("losses/distill_loss", distill_loss.item(), global_step)  # PPD
         writer.add_scalar("distill/kl", np.mean(kls), global_step)  # PPD
-        for k, teacher_kl in enumerate(np.mean(teacher_kls, axis=0)):  # PPD
+        for k, teacher_kl in enumerate(torch.stack(teacher_kls).mean(0).tolist()):  # PPD
             writer.add_scalar(f"distill/kl_teacher{k}", teacher_kl, global_step)  # PPD
         writer.add_scalar("distill/lambda", distill_coef, global_step)  # PPD
         writer.add_scalar("distill/greedy_agreement", np.mean(agreements), global_step)  # PPD

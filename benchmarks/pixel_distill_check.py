@@ -296,7 +296,9 @@ def main() -> None:
     path = os.path.join(args.out, "pixel_distill_check.json")
     results = json.load(open(path)) if os.path.exists(path) else {}  # a domain not rerun keeps its last result
     if args.report_only:
-        return write_results(results, args.out)
+        if not results:
+            parser.error(f"--report-only rewrites the report from {path}, which does not exist; run the check first")
+        return write_results({"atari": None, "procgen": None, **results}, args.out)
     for domain in args.domains:
         iterations = args.iterations[list(DOMAINS).index(domain)]
         print(f"{domain}: {iterations} rollouts ...", flush=True)

@@ -114,3 +114,10 @@ def test_bad_teacher_lists_are_one_line_errors_before_anything_is_written(domain
     result = run_script(d["script"], "--teacher", a, "--teacher", b, *flags, "--output-dir", tmp_path / "out")
     assert_refused(result, *words)
     assert not (tmp_path / "out").exists()
+
+
+def test_procgen_refuses_a_foreign_teacher_file_with_one_line(tmp_path):
+    (tmp_path / "agent.cleanrl_model").write_bytes(b"anything")
+    result = run_script("ppd_procgen.py", "--teacher", tmp_path / "agent.cleanrl_model", "--output-dir", tmp_path / "out")
+    assert_refused(result, "agent.cleanrl_model", "train_teacher.py", "ppd_atari.py")
+    assert not (tmp_path / "out").exists()
