@@ -4,15 +4,17 @@
     python experiments/report.py runs/grid-mujoco-cpu --resamples 5000
 
 Reads every eval.json under the folder (distillation runs: those with a "method", "student" or "test_levels"
-entry; teacher runs of train_teacher.py: the others with a top-level "mean_return") and each distillation run's tensorboard events (through
-tensorboard's EventAccumulator), and writes <folder>/report/: report.md, report.json (every number of the
-tables) and the figures (PNG):
+entry; teacher runs of train_teacher.py: the others with a top-level "mean_return") and each distillation run's
+tensorboard events (through tensorboard's EventAccumulator), and writes <folder>/report/: report.md, report.json
+(every number of the tables; paths relative to the folder) and the figures (PNG):
 
 - fractions of the teacher per domain and student size, geometric IQM with a stratified-bootstrap 95% CI
   (paper Table 1, and Table 7 for the `ppo` column), imperfect teachers (Table 2);
 - P(PPD > baseline), the probability that PPD beats a baseline on a random environment and seed, with a CI;
 - scores per environment, mean +- std over seeds (Table 5);
-- training curves per method (Figure 1) and per environment.
+- training curves per method (Figure 1) and per environment;
+- per environment, the fraction of the teacher against environment steps and the steps at which each method
+  reaches 0.5, 0.8 and 0.9 of the teacher (how fast, Figure 1's question).
 
 The definitions are in the report itself and in experiments/stats.py.
 """
@@ -161,8 +163,26 @@ def _teacher_ref(command: str) -> str:
     return os.path.dirname(teacher) if teacher.endswith(".pt") else teacher
 
 
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _relocate(path: str, runs_dir: str) -> str:
+    """A teacher folder recorded on the machine that ran the grid, found again in this copy of the grid's folder
+    (same trailing components, e.g. teachers/Hopper-v5__s1) when the recorded path is gone."""
+    if not os.path.isabs(path) or os.path.exists(path) or _inside(path, runs_dir):
+        return path
+    parts = path.strip(os.sep).split(os.sep)
+    for k in range(len(parts) - 1, 1, -1):
+        candidate = os.path.join(runs_dir, *parts[-k:])
+        if os.path.isdir(candidate):
+            return os.path.realpath(candidate)
+    return path
+
+
 def load_runs(runs_dir: str):
     """(distillation results, {teacher run dir: eval dict})."""
+    runs_dir = os.path.realpath(runs_dir)
     results, teachers, random_human = [], {}, {}
     for path in sorted(glob.glob(os.path.join(runs_dir, "**", "eval.json"), recursive=True)):
         try:
@@ -192,7 +212,7 @@ def load_runs(runs_dir: str):
             teacher_raw = e["train_levels"].get("teacher") or teacher_raw
         results.append(Result(run_dir, e["env_id"], method, e.get("student_arch", "same"),
                               None if lam is None else float(lam), float(e.get("teacher_noise_std") or 0.0),
-                              int(flag_value(command, "--seed", 1)), _teacher_ref(command),
+                              int(flag_value(command, "--seed", 1)), _relocate(_teacher_ref(command), runs_dir),
                               int(e.get("global_step", 0)), distill_measures(e), _mean_return(teacher_raw)))
     return results, teachers, random_human
 
@@ -284,7 +304,38 @@ def read_curve(run_dir: str):
     return np.array([ev.step for ev in events], float), np.array([ev.value for ev in events], float)
 
 
-def plot_curves(results: list, out_dir: str, n_resamples: int, seed: int) -> list:
+def load_curves(results: list) -> dict:
+    """{run_dir: (steps, values)} of the exact-teacher (noise 0) runs that logged training episodes; runs still
+    going or without events are simply absent."""
+    curves = {}
+    for r in results:
+        if r.noise == 0:
+            c = read_curve(r.run_dir)
+            if c is not None and len(c[0]):
+                curves[r.run_dir] = c
+    return curves
+
+
+def event_files(run_dir: str) -> list:
+    return sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*")))
+
+
+def curve_bins(panel: list, curves: dict) -> tuple:
+    """30 bins over the steps every run of the panel reached: (edges, centres)."""
+    edges = np.linspace(0, max(min(r.global_step or curves[r.run_dir][0].max() for r in panel), 1), 31)
+    return edges, (edges[1:] + edges[:-1]) / 2
+
+
+def curve_style(label: str) -> str:
+    return ":" if label == "teacher-distill" else "-"
+
+
+def curve_legend(label: str) -> str:
+    """teacher-distill's training episodes are the teacher's own (it acts): say so wherever its curve is drawn."""
+    return label + " (teacher acts)" if label == "teacher-distill" else label
+
+
+def plot_curves(results: list, curves: dict, out_dir: str, n_resamples: int, seed: int) -> list:
     """curves.png (IQM over environments and seeds of return / teacher's evaluation return, per domain and
     student size, 95% stratified-bootstrap band) and curves_per_env.png (raw returns, mean over seeds)."""
     import matplotlib
@@ -292,13 +343,7 @@ def plot_curves(results: list, out_dir: str, n_resamples: int, seed: int) -> lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [r for r in results if r.noise == 0]
-    curves = {}
-    for r in runs:
-        c = read_curve(r.run_dir)
-        if c is not None and len(c[0]):
-            curves[r.run_dir] = c
-    runs = [r for r in runs if r.run_dir in curves]
+    runs = [r for r in results if r.run_dir in curves]
     if not runs:
         return []
     written = []
@@ -309,16 +354,10 @@ def plot_curves(results: list, out_dir: str, n_resamples: int, seed: int) -> lis
             colors[label] = f"C{len(colors)}"
         return colors[label]
 
-    def style(label):
-        return ":" if label == "teacher-distill" else "-"
-
-    def legend(label):
-        return label + " (teacher acts)" if label == "teacher-distill" else label
+    style, legend = curve_style, curve_legend
 
     def bins(panel: list) -> tuple:
-        """30 bins over the steps every run of the panel reached: (edges, centres)."""
-        edges = np.linspace(0, max(min(r.global_step or curves[r.run_dir][0].max() for r in panel), 1), 31)
-        return edges, (edges[1:] + edges[:-1]) / 2
+        return curve_bins(panel, curves)
 
     def finish(ax, title: str, ylabel: str) -> None:
         ax.set_title(title)
@@ -339,7 +378,8 @@ def plot_curves(results: list, out_dir: str, n_resamples: int, seed: int) -> lis
     for i, d in enumerate(domains):
         for j, arch in enumerate(archs):
             ax = axes[i][j]
-            panel = [r for r in runs if domain_of(r.env_id) == d and r.arch == arch and r.raw_teacher and r.raw_teacher > 0]
+            panel = [r for r in runs
+                     if domain_of(r.env_id) == d and r.arch == arch and r.raw_teacher and r.raw_teacher > 0]
             if not panel:
                 ax.set_visible(False)
                 continue
@@ -378,6 +418,81 @@ def plot_curves(results: list, out_dir: str, n_resamples: int, seed: int) -> lis
             finish(ax, f"{env_id}, {arch} student", "training episode return")
     save(fig, "curves_per_env.png")
     return written
+
+
+THRESHOLDS = (0.5, 0.8, 0.9)
+
+
+def teacher_eval_return(r: Result, teachers: dict) -> tuple:
+    """(the teacher's deterministic evaluation return, its source): the teacher run's own eval.json, else the
+    distillation run's evaluation of its teacher. Procgen curves are on training levels: the score there."""
+    e = teachers.get(r.teacher_ref)
+    if e is not None:
+        v = e.get("mean_return")
+        if domain_of(r.env_id) == "procgen":
+            v = e["train_levels"].get("mean_return") if isinstance(e.get("train_levels"), dict) else None
+        if isinstance(v, (int, float)):
+            return float(v), "teacher run's eval.json"
+    return r.raw_teacher, "distillation run's evaluation of its teacher"
+
+
+def safe_name(env_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in env_id)
+
+
+def steps_to_teacher(results: list, teachers: dict, curves: dict, out_dir: str) -> tuple:
+    """Per environment, training return / teacher's evaluation return against environment steps: one panel per
+    student size, one line per method (mean over seeds, min-max band), PNG steps_to_teacher_<env>.png; and the
+    first bin where the seed mean reaches each of THRESHOLDS. Returns (rows for report.json, {env_id: PNG path})."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = []  # (result, teacher return, source); a teacher at or below 0 gives no fraction
+    for r in results:
+        if r.run_dir in curves:
+            ref, source = teacher_eval_return(r, teachers)
+            if ref is not None and ref > 0:
+                runs.append((r, ref, source))
+    labels = sorted({x[0].label for x in runs}, key=method_order)
+    colors = {label: f"C{i}" for i, label in enumerate(labels)}
+    rows, figures = [], {}
+    for env_id in sorted({x[0].env_id for x in runs}, key=lambda e: (domain_of(e), e)):
+        archs = sort_archs({x[0].arch for x in runs if x[0].env_id == env_id})
+        fig, axes = plt.subplots(1, len(archs), figsize=(4.2 * len(archs), 3.3), squeeze=False)
+        for ax, arch in zip(axes[0], archs):
+            panel = [x for x in runs if x[0].env_id == env_id and x[0].arch == arch]
+            edges, centres = curve_bins([x[0] for x in panel], curves)
+            for label in sorted({x[0].label for x in panel}, key=method_order):
+                group = sorted((x for x in panel if x[0].label == label), key=lambda x: x[0].seed)
+                ys = np.stack([stats.curve_on_grid(*curves[r.run_dir], edges) / ref for r, ref, _ in group])
+                mean = ys.mean(0)
+                ax.plot(centres, mean, curve_style(label), color=colors[label],
+                        label=f"{curve_legend(label)} ({len(ys)})")
+                ax.fill_between(centres, ys.min(0), ys.max(0), color=colors[label], alpha=0.2, lw=0)
+                reached = {}
+                for t in THRESHOLDS:
+                    step = stats.first_crossing(centres, mean, t)
+                    reached[f"{t:g}"] = None if step is None else int(round(step))
+                rows.append({"env_id": env_id, "arch": arch, "method": label, "runs": len(ys),
+                             "seeds": [r.seed for r, _, _ in group],
+                             "curve_of": "teacher" if label == "teacher-distill" else "student",
+                             "teacher_return": [ref for _, ref, _ in group],
+                             "teacher_source": sorted({src for _, _, src in group}),
+                             "bin_steps": float(edges[1] - edges[0]), "reached": reached,
+                             "last_bin_fraction": float(mean[-1]), "run_dirs": [r.run_dir for r, _, _ in group]})
+            ax.axhline(1.0, color="k", ls="--", lw=1)
+            ax.set_title(f"{env_id}, {arch} student")
+            ax.set_xlabel("environment steps")
+            ax.set_ylabel("training return / teacher")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"steps_to_teacher_{safe_name(env_id)}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        figures[env_id] = path
+    return rows, figures
 
 
 def plot_fractions(table: dict, out_dir: str) -> Optional[str]:
@@ -423,25 +538,40 @@ def plot_fractions(table: dict, out_dir: str) -> Optional[str]:
 # ----------------------------------------------------------------------------------------------------
 def write_report(runs_dir: str, out_dir: Optional[str] = None, n_resamples: int = 2000, seed: int = 0,
                  eps: float = stats.EPS, curves: bool = True) -> str:
-    runs_dir = os.path.abspath(runs_dir)
+    runs_dir = os.path.realpath(runs_dir)
     out_dir = out_dir or os.path.join(runs_dir, "report")
     os.makedirs(out_dir, exist_ok=True)
+
+    def rel(path: str) -> str:
+        """Paths in the report are relative to the grid's folder: absolute ones only name the machine that ran it."""
+        return os.path.relpath(os.path.realpath(path), runs_dir) if os.path.isabs(path) else path
+
+    repo = os.path.realpath(REPO)
+    shown = os.path.relpath(runs_dir, repo) if _inside(runs_dir, repo) else os.path.basename(runs_dir)
     results, teachers, random_human = load_runs(runs_dir)
     compute_fractions(results, teachers, random_human)
-    numbers = {"runs_dir": runs_dir, "made": f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}",
+    numbers = {"runs_dir": shown, "paths": "relative to runs_dir (the grid's output folder)",
+               "made": f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}",
                "settings": {"resamples": n_resamples, "bootstrap_seed": seed, "eps": eps, "confidence": 0.95},
                "fractions": [], "imperfect_teachers": [], "probability_of_improvement": [], "per_environment": [],
-               "excluded": [], "runs": []}
+               "steps_to_teacher": [], "figures": [], "excluded": [], "runs": []}
+    command = f"python experiments/report.py {shown if _inside(runs_dir, repo) else '<this folder>'}"
     md = ["# Distillation grid report\n",
-          f"Runs in `{runs_dir}`: {len(results)} distillation runs and {len(teachers)} teacher runs with an "
-          f"eval.json. Made {numbers['made']} by `python experiments/report.py {runs_dir}`.\n"]
+          f"Runs in the grid's output folder `{shown}`: {len(results)} distillation runs and {len(teachers)} teacher "
+          f"runs with an eval.json. Made {numbers['made']} by `{command}`. Paths are relative to that folder.\n"]
 
     manifest = os.path.join(runs_dir, "grid.json")
     unfinished = []
     if os.path.exists(manifest):
         with open(manifest) as f:
-            planned = json.load(f).get("runs", [])
-        unfinished = [p["name"] for p in planned if not os.path.exists(os.path.join(p["run_dir"], "eval.json"))]
+            grid_plan = json.load(f)
+        planned = grid_plan.get("runs", [])
+
+        def finished(p: dict) -> bool:  # the recorded run_dir, or the same run in this (maybe moved) folder
+            moved = os.path.join(runs_dir, os.path.relpath(p["run_dir"], grid_plan.get("output_dir") or runs_dir))
+            return any(os.path.exists(os.path.join(d, "eval.json")) for d in (p["run_dir"], moved))
+
+        unfinished = [p["name"] for p in planned if not finished(p)]
         md.append(f"The grid plans {len(planned)} runs; {len(planned) - len(unfinished)} are finished"
                   + (f", {len(unfinished)} are not (listed at the end)." if unfinished else ".") + "\n")
 
@@ -469,12 +599,13 @@ def write_report(runs_dir: str, out_dir: Optional[str] = None, n_resamples: int 
     frac_cells = defaultdict(lambda: defaultdict(list))  # (label, noise, arch, method) -> env -> fractions
     corrupted = defaultdict(lambda: defaultdict(dict))  # (label, noise) -> env -> {seed: corrupted / original}
     for r in results:
-        numbers["runs"].append({"run_dir": r.run_dir, "env_id": r.env_id, "method": r.label, "arch": r.arch,
-                                "noise": r.noise, "seed": r.seed, "scores": r.scores, "fractions": r.fractions,
-                                "original_teacher": r.clean_teacher, "notes": r.notes})
+        numbers["runs"].append({"run_dir": rel(r.run_dir), "env_id": r.env_id, "method": r.label, "arch": r.arch,
+                                "noise": r.noise, "seed": r.seed, "teacher": rel(r.teacher_ref),
+                                "event_files": [rel(p) for p in event_files(r.run_dir)], "scores": r.scores,
+                                "fractions": r.fractions, "original_teacher": r.clean_teacher, "notes": r.notes})
         for label, f in r.fractions.items():
             if f is None:
-                numbers["excluded"].append({"run_dir": r.run_dir, "measure": label, "why": r.notes[label]})
+                numbers["excluded"].append({"run_dir": rel(r.run_dir), "measure": label, "why": r.notes[label]})
                 continue
             frac_cells[(label, r.noise, r.arch, r.label)][r.env_id].append(f)
             if r.noise > 0 and r.scores[label][1] is not None and r.clean_teacher.get(label):
@@ -495,6 +626,7 @@ def write_report(runs_dir: str, out_dir: Optional[str] = None, n_resamples: int 
                                                   for lab in labels]))
     fig_fractions = plot_fractions({(k[0], k[2], k[3]): v for k, v in aggs.items() if k[1] == 0}, out_dir)
     if fig_fractions:
+        numbers["figures"].append(rel(fig_fractions))
         md.append(f"\n![fractions of the teacher]({os.path.basename(fig_fractions)})\n")
 
     noisy_keys = [k for k in aggs if k[1] > 0]
@@ -571,7 +703,9 @@ def write_report(runs_dir: str, out_dir: Optional[str] = None, n_resamples: int 
 
     # ---- curves
     md.append("## Training curves (paper Figure 1)\n")
-    figs = plot_curves(results, out_dir, min(n_resamples, 1000), seed) if curves else []
+    curve_data = load_curves(results) if curves else {}
+    figs = plot_curves(results, curve_data, out_dir, min(n_resamples, 1000), seed)
+    numbers["figures"] += [rel(p) for p in figs]
     if figs:
         md.append("Training episodes' returns (tensorboard `charts/episodic_return`), divided by the teacher's "
                   "evaluation return, interquartile mean over environments and seeds with a 95% stratified-bootstrap "
@@ -583,9 +717,44 @@ def write_report(runs_dir: str, out_dir: Optional[str] = None, n_resamples: int 
     else:
         md.append("No training curves found.\n")
 
+    # ---- how fast each method gets to the teacher, per environment
+    md.append("## How fast each method gets to the teacher (Figure 1's question, per environment)\n")
+    rows, env_figs = steps_to_teacher(results, teachers, curve_data, out_dir)
+    if rows:
+        md.append("Per environment, one panel per student size and one line per method: the training episodes' "
+                  "returns (`charts/episodic_return`, averaged in the same 30 bins as the curves above) divided by the "
+                  "teacher's deterministic evaluation return (`mean_return` of the teacher run's eval.json, else the "
+                  "distillation run's own evaluation of its teacher), against the distillation run's environment "
+                  "steps; line: mean over seeds, band: min-max over seeds; dashed: the teacher. Exact teachers "
+                  "(noise 0) only. The tables give the first step (centre of the first bin, so to one bin's "
+                  "resolution) at which the seed mean reaches 0.5, 0.8 and 0.9 of the teacher; `runs`: the seeds "
+                  "with training events (fewer while a grid is still running). Caveats: training returns come from "
+                  "*sampled* actions (the stochastic policy) while the teacher's score is deterministic, so a curve "
+                  "can stay below 1.0 while the deterministic student matches the teacher; ‡ teacher-distill "
+                  "(dotted) shows the *teacher's* training episodes (the teacher acts in that baseline), not the "
+                  "student's.\n")
+        for env_id in sorted(env_figs, key=lambda e: (domain_of(e), e)):
+            name = os.path.basename(env_figs[env_id])
+            numbers["figures"].append(rel(env_figs[env_id]))
+            md.append(f"**{env_id}**\n")
+            md.append(f"![{name}]({name})\n")
+            table = []
+            for row in [x for x in rows if x["env_id"] == env_id]:
+                method = row["method"] + (" ‡" if row["curve_of"] == "teacher" else "")
+                table.append([row["arch"], method, row["runs"]]
+                             + [f"{v:,}" if v is not None else "not reached" for v in row["reached"].values()]
+                             + [f"{row['last_bin_fraction']:.2f}"])
+            md.append(md_table(["student", "method", "runs"] + [f"{t:g} of teacher" for t in THRESHOLDS]
+                               + ["last bin"], table))
+        for row in rows:
+            numbers["steps_to_teacher"].append({**row, "run_dirs": [rel(p) for p in row["run_dirs"]],
+                                                "figure": rel(env_figs[row["env_id"]])})
+    else:
+        md.append("No training curves of exact-teacher runs with a positive teacher score found.\n")
+
     if numbers["excluded"]:
         md.append("## Left out of the aggregates\n")
-        md.append(md_table(["run", "measure", "why"], [[os.path.relpath(x["run_dir"], runs_dir), x["measure"], x["why"]]
+        md.append(md_table(["run", "measure", "why"], [[x["run_dir"], x["measure"], x["why"]]
                                                        for x in numbers["excluded"]]))
     if unfinished:
         md.append("## Planned runs without an eval.json\n")
@@ -614,7 +783,8 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--output", help="folder of the report (default: <runs>/report)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    parser.add_argument("--eps", type=float, default=stats.EPS, help="fractions below this are clipped to it before the log")
+    parser.add_argument("--eps", type=float, default=stats.EPS,
+                        help="fractions below this are clipped to it before the log")
     parser.add_argument("--no-curves", action="store_true", help="skip the training curves (no tensorboard reading)")
     args = parser.parse_args(argv)
     runs_dir = runs_dir_of(args.path)

@@ -133,3 +133,10 @@ def curve_on_grid(steps, values, edges) -> np.ndarray:
     counts = np.bincount(idx, minlength=len(centers))
     full = counts > 0
     return np.interp(centers, centers[full], sums[full] / counts[full])
+
+
+def first_crossing(x, y, threshold: float):
+    """The first x whose y is >= threshold (None if none): when a binned curve first reaches a level."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    hits = np.flatnonzero(y >= threshold)
+    return float(x[hits[0]]) if len(hits) else None

@@ -82,6 +82,12 @@ def test_probability_of_improvement_hand_computed_within_each_environment():
     assert lo <= p <= hi and 0 < lo < hi < 1
 
 
+def test_first_crossing_is_the_first_point_at_or_above_the_level():
+    assert stats.first_crossing([10, 20, 30, 40], [0.1, 0.6, 0.4, 0.9], 0.5) == 20
+    assert stats.first_crossing([10, 20, 30], [0.1, 0.5, 0.9], 0.5) == 20  # reaching counts
+    assert stats.first_crossing([10, 20, 30], [0.1, 0.2, 0.3], 0.5) is None
+
+
 def test_curve_on_grid_bins_and_fills_empty_bins():
     edges = np.array([0, 10, 20, 30, 40.0])
     got = stats.curve_on_grid([1, 2, 35, 36], [1, 3, 10, 20], edges)
@@ -311,7 +317,8 @@ def tiny_grid(tmp_path_factory):
     deadline = time.time() + 240
     distill = os.path.join(out, "distill")
     while True:  # a distillation finished, and another one started (its run folder exists) but not finished
-        names = [n for n in os.listdir(distill) if os.path.isdir(os.path.join(distill, n))] if os.path.isdir(distill) else []
+        names = ([n for n in os.listdir(distill) if os.path.isdir(os.path.join(distill, n))]
+                 if os.path.isdir(distill) else [])
         finished = [n for n in names if readable(os.path.join(distill, n, "eval.json"))]
         running = [n for n in names if not os.path.exists(os.path.join(distill, n, "eval.json"))]
         if finished and running:
@@ -369,7 +376,8 @@ def test_interrupted_grid_finishes_without_redoing_finished_runs(tiny_grid):
             assert re.search(r"^resuming \S+ at step \d+", log, re.M), log
         else:
             assert "(restart): " in log
-            assert any(n.startswith(name + ".incomplete-") for n in os.listdir(os.path.join(tiny_grid["out"], "distill")))
+            moved = os.listdir(os.path.join(tiny_grid["out"], "distill"))
+            assert any(n.startswith(name + ".incomplete-") for n in moved)
 
 
 def test_grid_run_again_launches_nothing(tiny_grid):
@@ -389,14 +397,15 @@ def test_report_has_the_tables_and_figures(tiny_grid):
     for heading in ("## Fraction of the teacher", "## Does PPD beat the baselines?", "## Scores per environment",
                     "## Training curves", "## Definitions"):
         assert heading in md
-    for png in ("curves.png", "curves_per_env.png", "fractions.png"):
+    for png in ("curves.png", "curves_per_env.png", "fractions.png", "steps_to_teacher_CartPole-v1.png"):
         with open(os.path.join(out, "report", png), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in md
     # the fraction table agrees with the eval.json files: geometric IQM of the per-seed fractions
     methods = ["ppd", "ppo"] + (["student-distill"] if HAS_STUDENT_DISTILL else [])
     for method in methods:
-        evals = [json.load(open(os.path.join(out, "distill", n, "eval.json"))) for n in os.listdir(os.path.join(out, "distill"))
+        evals = [json.load(open(os.path.join(out, "distill", n, "eval.json")))
+                 for n in os.listdir(os.path.join(out, "distill"))
                  if f"__{method}__" in n and os.path.exists(os.path.join(out, "distill", n, "eval.json"))]
         fractions = [e["student"]["mean_return"] / e["teacher"]["mean_return"] for e in evals]
         row = [f for f in numbers["fractions"] if f["method"] == method and f["arch"] == "same" and f["noise"] == 0]
@@ -406,6 +415,15 @@ def test_report_has_the_tables_and_figures(tiny_grid):
         assert f"{row[0]['geometric_iqm']:.2f}x [" in md
     comparisons = {(p["x"], p["y"]) for p in numbers["probability_of_improvement"]}
     assert ("ppd", "ppo") in comparisons
+    assert "## How fast each method gets to the teacher" in md
+    assert {(x["method"], x["runs"]) for x in numbers["steps_to_teacher"]} >= {("ppd", 2), ("ppo", 2)}
+    text = md + json.dumps(numbers)
+    assert os.path.realpath(out) not in text and os.path.abspath(out) not in text  # paths relative to the grid
+    assert sorted(r["run_dir"] for r in numbers["runs"]) == sorted(
+        os.path.join("distill", n) for n in os.listdir(os.path.join(out, "distill"))
+        if os.path.exists(os.path.join(out, "distill", n, "eval.json")))
+    for r in numbers["runs"]:  # one teacher per seed in the tiny grid
+        assert r["teacher"] == os.path.join("teachers", f"CartPole-v1__s{r['seed']}")
     assert "| mlp | CartPole-v1 |" in md  # Table 5 row
     assert "same ppd" in md and "same ppo" in md
 
@@ -485,3 +503,62 @@ def test_report_fractions_for_imperfect_teachers_use_the_original_teacher(tmp_pa
     assert [x["why"] for x in numbers["excluded"]] == ["reference teacher score -3 <= 0"]
     md = open(path).read()
     assert "## Imperfect teachers" in md and "## Left out of the aggregates" in md
+
+
+def test_report_steps_to_teacher_and_relative_paths(tmp_path):
+    """A fake grid folder with tensorboard events written here: the first steps at which the seed mean of training
+    return / the teacher run's evaluation return reaches 0.5, 0.8, 0.9; a run without eval.json (still running) is
+    skipped; a grid folder moved from another machine still finds its teacher; no absolute path in the report."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    out = tmp_path / "grid-out"
+    old = "/old/machine/runs/grid-out"  # where the grid ran: recorded in commands and grid.json
+
+    def run(name, fractions, seed, method="ppd", finished=True, teacher_dir=str(out)):
+        """Training returns of 100 * fraction (the teacher run scores 100) on three 1000-step stretches."""
+        run_dir = out / "distill" / name
+        with SummaryWriter(str(run_dir)) as w:
+            for step in range(5, 3000, 10):
+                w.add_scalar(report.CURVE_TAG, 100.0 * fractions[step // 1000], step)
+        if finished:
+            cmd = f"python x.py --teacher {teacher_dir}/teachers/Hopper-v5__s1/model.pt --seed {seed}"
+            e = {"env_id": "Hopper-v5", "method": method, "student_arch": "larger", "teacher_noise_std": 0.0,
+                 "distill_coef": 0.0 if method == "ppo" else 1.0, "global_step": 3000, "command": cmd,
+                 "student": {"mean_return": 90.0}, "teacher": {"mean_return": 120.0}}  # not the denominator
+            (run_dir / "eval.json").write_text(json.dumps(e))
+        return {"name": name, "run_dir": f"{old}/distill/{name}"}
+
+    os.makedirs(out / "teachers" / "Hopper-v5__s1")
+    (out / "teachers" / "Hopper-v5__s1" / "eval.json").write_text(json.dumps({"env_id": "Hopper-v5",
+                                                                             "mean_return": 100.0}))
+    planned = [run("ppd1", (0.2, 0.8, 0.9), 1), run("ppd2", (0.4, 0.9, 1.0), 2, teacher_dir=old),
+               run("ppd3", (1.0, 1.0, 1.0), 3, finished=False), run("ppo1", (0.3, 0.3, 0.3), 1, "ppo"),
+               run("td1", (1.0, 1.0, 1.0), 1, "teacher-distill")]
+    (out / "grid.json").write_text(json.dumps({"output_dir": old, "runs": planned}))
+    path = report.write_report(str(out), n_resamples=50)
+    md = open(path).read()
+    numbers = json.load(open(out / "report" / "report.json"))
+    rows = {x["method"]: x for x in numbers["steps_to_teacher"]}
+    # seed means per 100-step bin: 0.3, then 0.85, then 0.95; first bin centres 1050 and 2050
+    assert rows["ppd"]["reached"] == {"0.5": 1050, "0.8": 1050, "0.9": 2050}
+    assert rows["ppd"]["runs"] == 2 and rows["ppd"]["seeds"] == [1, 2]  # ppd3 has no eval.json yet
+    assert rows["ppd"]["teacher_return"] == [100.0, 100.0]
+    assert rows["ppd"]["last_bin_fraction"] == pytest.approx(0.95)
+    assert rows["ppo"]["reached"] == {"0.5": None, "0.8": None, "0.9": None}
+    assert rows["teacher-distill"]["curve_of"] == "teacher"
+    assert "| larger | ppd | 2 | 1,050 | 1,050 | 2,050 | 0.95 |" in md
+    assert "| larger | ppo | 1 | not reached | not reached | not reached | 0.30 |" in md
+    assert "| larger | teacher-distill ‡ | 1 |" in md and "sampled" in md and "deterministic" in md
+    png = out / "report" / "steps_to_teacher_Hopper-v5.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](steps_to_teacher_Hopper-v5.png)" in md
+    assert rows["ppd"]["figure"] == os.path.join("report", "steps_to_teacher_Hopper-v5.png")
+    assert rows["ppd"]["run_dirs"] == [os.path.join("distill", "ppd1"), os.path.join("distill", "ppd2")]
+    assert numbers["unfinished"] == ["ppd3"]  # the moved grid's finished runs are found in this folder
+    by_dir = {r["run_dir"]: r for r in numbers["runs"]}
+    assert by_dir[os.path.join("distill", "ppd2")]["teacher"] == os.path.join("teachers", "Hopper-v5__s1")
+    assert [os.path.dirname(p) for p in by_dir[os.path.join("distill", "ppd1")]["event_files"]] == [
+        os.path.join("distill", "ppd1")]
+    assert os.path.join("report", "curves.png") in numbers["figures"]
+    text = md + json.dumps(numbers)
+    for absolute in (str(out), os.path.realpath(out), old, REPO):
+        assert absolute not in text
