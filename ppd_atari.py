@@ -77,6 +77,8 @@ class Args:
     """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
     eval_episodes: int = 50
     """full games (all lives, greedy actions) of the final evaluation, for the student and for the teacher (same seeds)"""
+    eval_max_frames: int = 108_000
+    """Atari: an evaluation game is cut after this many emulator frames (108k, 30 minutes of play, is the usual cap); eval.json counts the cut games as truncated_episodes"""
     capture_video: bool = False
     """after the evaluation, write `video.gif` next to eval.json: the full-size color screen of one greedy game of the teacher and of the student, side by side (same env seed)"""
     video_seconds: float = 10.0
@@ -129,6 +131,17 @@ class Args:
     """Adam epsilon"""
 
 
+# the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
+FLAG_RANGES = {
+    "seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1", "eval_max_frames": ">= 1",
+    "video_seconds": "> 0",
+    "teacher_noise_std": ">= 0",  # PPD
+    "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1",
+    "minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]", "clip_coef": "> 0",
+    "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0",
+}
+
+
 class UsageError(Exception):
     """Bad input: reported as one line on stderr with exit code 2, before anything is written."""
 
@@ -136,6 +149,18 @@ class UsageError(Exception):
 def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1,
+         "in [0, 1)": lambda v: 0 <= v < 1}
+
+
+def check_ranges(args: Args, ranges: dict) -> None:
+    """Every numeric flag finite and in its range (FLAG_RANGES); UsageError naming the first that is not."""
+    for name, rule in ranges.items():
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and RULES[rule](value)):
+            raise UsageError(f"--{name.replace('_', '-')} must be {rule}, got {value}")
 
 
 def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: str) -> None:
@@ -187,7 +212,7 @@ class AtariEnvs:
     """
 
     def __init__(self, game: str, num_envs: int, seed: int, frame_skip: int, repeat_action_probability: float,
-                 eval_mode: bool, screen: bool = False):
+                 eval_mode: bool, screen: bool = False, max_frames: int = 108_000):
         from ale_py.vector_env import AtariVectorEnv  # imported here: importing ale-py takes a while
 
         self.env = AtariVectorEnv(
@@ -196,7 +221,7 @@ class AtariEnvs:
             frameskip=frame_skip,
             repeat_action_probability=repeat_action_probability,
             full_action_space=False,
-            max_num_frames_per_episode=108_000,  # counted in emulator frames (checked: 400 -> 100 steps at skip 4)
+            max_num_frames_per_episode=max_frames,  # counted in emulator frames (checked: 400 -> 100 steps at skip 4)
             img_height=210 if screen else 84,  # screen: the full color frame, for videos
             img_width=160 if screen else 84,
             grayscale=not screen,
@@ -258,7 +283,8 @@ class AtariEnvs:
         self.env.close()
 
 
-def make_envs(env_id: str, num_envs: int, seed: int, frame_skip: int, eval_mode: bool = False, screen: bool = False) -> AtariEnvs:
+def make_envs(env_id: str, num_envs: int, seed: int, frame_skip: int, eval_mode: bool = False, screen: bool = False,
+              max_frames: int = 108_000) -> AtariEnvs:
     """Atari vector env with the usual DQN/PPO preprocessing (84x84 gray, 4-frame stack, noop-30 reset,
     max-pool over skipped frames, 108k-frame limit, minimal action set).
     Training (eval_mode=False): a life loss gives terminated=True while the game goes on.
@@ -267,7 +293,7 @@ def make_envs(env_id: str, num_envs: int, seed: int, frame_skip: int, eval_mode:
     Env i is seeded with seed + i by the first reset() (or by reset(seed=...)).
     screen=True: the same games, observed as the full 210x160 color screen (videos)."""
     sticky = 0.25 if env_id.endswith("-v5") else 0.0
-    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode, screen)
+    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode, screen, max_frames)
 
 
 class RunningMeanStd:
@@ -667,28 +693,38 @@ def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
 # ----------------------------------------------------------------------------------------------------
 # Evaluation (SPEC section 5): full games, greedy actions, same protocol and seeds for teacher and student
 # ----------------------------------------------------------------------------------------------------
-def evaluate(actor: Actor, env_id: str, frame_skip: int, episodes: int, seed: int, device, num_envs: int = 10) -> list:
+def evaluate(actor: Actor, env_id: str, frame_skip: int, episodes: int, seed: int, device, num_envs: int = 10,
+             max_frames: int = 108_000) -> tuple:
     """Raw scores of `episodes` full games; each env plays a fixed quota, so short games are not favoured."""
     num_envs = min(num_envs, episodes)
-    envs = make_envs(env_id, num_envs, seed, frame_skip, eval_mode=True)
+    envs = make_envs(env_id, num_envs, seed, frame_skip, eval_mode=True, max_frames=max_frames)
     quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
-    returns = [[] for _ in range(num_envs)]
+    returns, truncated, steps = [[] for _ in range(num_envs)], 0, 0
     obs, _ = envs.reset(seed=seed)
     actor.eval()
+    progress = tqdm(total=episodes, desc="evaluation", unit="episode", miniters=0, leave=False)
     while any(len(r) < q for r, q in zip(returns, quota)):
         with torch.no_grad():
             action = greedy_action(actor(torch.as_tensor(obs, device=device))).cpu().numpy()
-        obs, _, _, _, info = envs.step(action)
+        obs, _, terminated, cut, info = envs.step(action)
+        steps += num_envs
         for i in np.flatnonzero(info.get("_episode", [])):
             if len(returns[i]) < quota[i]:
                 returns[i].append(float(info["episode"]["r"][i]))
+                truncated += int(cut[i] and not terminated[i])  # cut by a time limit, not ended by the env
+                progress.update()
+        progress.set_postfix(steps=steps, refresh=False)
+        progress.update(0)  # redraws at most every 0.1 s: a game that goes on long still shows its steps
+    progress.close()
     envs.close()
-    return [r for env_returns in returns for r in env_returns]
+    return [r for env_returns in returns for r in env_returns], truncated
 
 
-def eval_summary(returns: list) -> dict:
+def eval_summary(returns: list, truncated: int) -> dict:
+    """eval.json's numbers; truncated_episodes: episodes cut by a time limit (MuJoCo: its 1000 steps, the normal end of
+    an episode without a fall; Atari: --eval-max-frames) rather than ended by the env."""
     return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "episodes": len(returns), "returns": returns}
+            "episodes": len(returns), "truncated_episodes": truncated, "returns": returns}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -794,6 +830,7 @@ def prepare_run(args: Args, default_name: str):
 def main(args: Args) -> dict:
     # ---- everything that can be wrong with the input is checked before any training or writing
     try:
+        check_ranges(args, FLAG_RANGES)
         if args.distill_coef < 0:  # PPD
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
         args.teacher = (args.teacher,) if isinstance(args.teacher, str) else (tuple(args.teacher) or (DEFAULT_TEACHER,))  # PPD
@@ -810,11 +847,6 @@ def main(args: Args) -> dict:
             if ckpt["env_config"]["frame_skip"] != env_config["frame_skip"]:  # PPD
                 raise UsageError(f"teacher '{path}' plays with frame skip {ckpt['env_config']['frame_skip']}, the first "  # PPD
                                  f"teacher with {env_config['frame_skip']}; give teachers of one frame skip")  # PPD
-        if args.capture_video and not args.video_seconds > 0:
-            raise UsageError(f"--video-seconds must be > 0, got {args.video_seconds}")
-        for name in ("num_envs", "num_steps", "update_epochs", "eval_episodes", "total_timesteps"):
-            if getattr(args, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
         if args.total_timesteps < args.num_envs * args.num_steps:
             raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
                              f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
@@ -848,8 +880,9 @@ def main(args: Args) -> dict:
             teacher_return = (teacher_ckpts[0].get("eval") or {}).get("mean_return")  # PPD
         if teacher_return is None:  # PPD
             print("measuring the teacher's return for the adaptive lambda (10 games)", flush=True)  # PPD
-            teacher_return = eval_summary(evaluate(teachers[0].actor, args.env_id, env_config["frame_skip"],  # PPD
-                                                   min(10, args.eval_episodes), args.seed + 10_000, device))["mean_return"]  # PPD
+            teacher_return = eval_summary(*evaluate(teachers[0].actor, args.env_id, env_config["frame_skip"],  # PPD
+                                                    min(10, args.eval_episodes), args.seed + 10_000, device,  # PPD
+                                                    max_frames=args.eval_max_frames))["mean_return"]  # PPD
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -884,9 +917,18 @@ def main(args: Args) -> dict:
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resume_state is not None else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
-    # SLURM sends SIGTERM before it kills a job: finish the update, write a checkpoint, exit
+    # SLURM sends SIGTERM before it kills a job, a user presses Ctrl-C: finish the update, write a checkpoint, exit
     stop = {"signal": None}
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+
+    def on_signal(signum, frame) -> None:
+        if signum == signal.SIGINT and stop["signal"] == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once (see the end of this file)
+        if signum == signal.SIGINT:
+            print("\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again stops at once)", file=sys.stderr)
+        stop.update(signal=signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
     def save_checkpoint(iteration: int) -> None:
         state = model_dict(agent, args, obs_shape, action_space, env_config, global_step)
@@ -1036,13 +1078,15 @@ def main(args: Args) -> dict:
                   f"--resume {run_dir}", file=sys.stderr)
             sys.exit(128 + stop["signal"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     progress.close()
     envs.close()
     save_checkpoint(iteration)
 
     # ---- final evaluation (SPEC sections 4, 5): student and teacher, full games, same protocol and seeds
     def run_eval(actor: Actor) -> dict:
-        return eval_summary(evaluate(actor, args.env_id, env_config["frame_skip"], args.eval_episodes, args.seed + 10_000, device))
+        return eval_summary(*evaluate(actor, args.env_id, env_config["frame_skip"], args.eval_episodes, args.seed + 10_000, device,
+                                      max_frames=args.eval_max_frames))
 
     student_eval = run_eval(agent.actor)
     teacher_evals = [run_eval(teacher.actor) for teacher in teachers]  # PPD
@@ -1109,4 +1153,10 @@ def main(args: Args) -> dict:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(Args, config=(tyro.conf.UseAppendAction,)))  # PPD: --teacher and --teacher-weight repeat per teacher
+    try:
+        main(tyro.cli(Args, config=(tyro.conf.UseAppendAction,)))  # PPD: --teacher and --teacher-weight repeat per teacher
+        interrupted = False
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training: the checkpoints written so far are kept
+        interrupted = True
+    if interrupted:  # here, after the progress bar that the exception held has been closed
+        fail("stopped by Ctrl-C; continue from the last checkpoint.pt with --resume <run folder>", code=130)

@@ -16,6 +16,7 @@ lists the whole method. With `--distill-coef 0` the script is PPO, number for nu
 """
 
 import difflib
+import gc
 import io
 import json
 import math
@@ -39,6 +40,10 @@ from tqdm import tqdm
 
 # the distributions' argument checks are pure overhead on every policy call: the networks give valid parameters
 torch.distributions.Distribution.set_default_validate_args(False)
+# --capture-video on a Linux machine without a display: MuJoCo draws through EGL unless MUJOCO_GL says otherwise
+# (gymnasium tries GLFW first, and that failed attempt can leave OpenGL unusable for the backends after it)
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+    os.environ.setdefault("MUJOCO_GL", "egl")
 
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
 DEFAULT_TEACHER = "teachers/Hopper-v5.pt"  # PPD
@@ -137,6 +142,17 @@ class Args:
     """Adam epsilon"""
 
 
+# the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
+FLAG_RANGES = {
+    "seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1", "video_seconds": "> 0",
+    "torso_mass_scale": "> 0", "mass_randomization": "in [0, 1)",
+    "teacher_noise_std": ">= 0",  # PPD
+    "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1",
+    "minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]", "clip_coef": "> 0",
+    "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0",
+}
+
+
 class UsageError(Exception):
     """Bad input: reported as one line on stderr with exit code 2, before anything is written."""
 
@@ -144,6 +160,18 @@ class UsageError(Exception):
 def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1,
+         "in [0, 1)": lambda v: 0 <= v < 1}
+
+
+def check_ranges(args: Args, ranges: dict) -> None:
+    """Every numeric flag finite and in its range (FLAG_RANGES); UsageError naming the first that is not."""
+    for name, rule in ranges.items():
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and RULES[rule](value)):
+            raise UsageError(f"--{name.replace('_', '-')} must be {rule}, got {value}")
 
 
 def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: str) -> None:
@@ -752,30 +780,39 @@ def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
 # ----------------------------------------------------------------------------------------------------
 # Evaluation (SPEC section 5): deterministic actions, same protocol and seeds for teacher and student
 # ----------------------------------------------------------------------------------------------------
-def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, device, obs_rms, num_envs: int = 10) -> list:
+def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, device, obs_rms, num_envs: int = 10) -> tuple:
     """Returns of `episodes` full episodes; each env plays a fixed quota, so short episodes are not favoured."""
     num_envs = min(num_envs, episodes)
     envs = make_envs(env_id, num_envs)
     quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
-    returns = [[] for _ in range(num_envs)]
+    returns, truncated, steps = [[] for _ in range(num_envs)], 0, 0
     obs, _ = envs.reset(seed=seed)
     actor.eval()
+    progress = tqdm(total=episodes, desc="evaluation", unit="episode", miniters=0, leave=False)
     while any(len(r) < q for r, q in zip(returns, quota)):
         with torch.no_grad():
             action = greedy_action(actor(torch.as_tensor(obs_rms.normalize(obs), device=device))).cpu().numpy()
         if actor.continuous:
             action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
-        obs, _, _, _, info = envs.step(action)
+        obs, _, terminated, cut, info = envs.step(action)
+        steps += num_envs
         for i in np.flatnonzero(info.get("_episode", [])):
             if len(returns[i]) < quota[i]:
                 returns[i].append(float(info["episode"]["r"][i]))
+                truncated += int(cut[i] and not terminated[i])  # cut by a time limit, not ended by the env
+                progress.update()
+        progress.set_postfix(steps=steps, refresh=False)
+        progress.update(0)  # redraws at most every 0.1 s: a game that goes on long still shows its steps
+    progress.close()
     envs.close()
-    return [r for env_returns in returns for r in env_returns]
+    return [r for env_returns in returns for r in env_returns], truncated
 
 
-def eval_summary(returns: list) -> dict:
+def eval_summary(returns: list, truncated: int) -> dict:
+    """eval.json's numbers; truncated_episodes: episodes cut by a time limit (MuJoCo: its 1000 steps, the normal end of
+    an episode without a fall; Atari: --eval-max-frames) rather than ended by the env."""
     return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "episodes": len(returns), "returns": returns}
+            "episodes": len(returns), "truncated_episodes": truncated, "returns": returns}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -800,10 +837,15 @@ def check_renders(env_id: str) -> None:
         env.reset(seed=0)
         env.render()
         env.close()
+        return
     except Exception as e:  # gymnasium's DependencyNotInstalled, a missing OpenGL, ...
-        raise UsageError(f"--capture-video: {env_id} cannot render ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                         "install its renderer (classic control: `pip install pygame`; MuJoCo: set MUJOCO_GL=egl or osmesa) "
-                         "or leave out --capture-video")
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+    env, hook, sys.unraisablehook = None, sys.unraisablehook, lambda unraisable: None
+    gc.collect()  # the half-made renderer goes now, without the tracebacks its destructors print at exit
+    sys.unraisablehook = hook
+    raise UsageError(f"--capture-video: {env_id} cannot render ({reason}); "
+                         "install its renderer (classic control: `pip install pygame`; MuJoCo: EGL, `apt-get install libegl1`, "
+                         "or OSMesa, `apt-get install libosmesa6` and MUJOCO_GL=osmesa) or leave out --capture-video")
 
 
 def record_episode(actor: Actor, env_id: str, seed: int, device, obs_rms, seconds: float) -> tuple:
@@ -897,6 +939,7 @@ def prepare_run(args: Args, default_name: str):
 def main(args: Args) -> dict:
     # ---- everything that can be wrong with the input is checked before any training or writing
     try:
+        check_ranges(args, FLAG_RANGES)
         if args.distill_coef < 0:  # PPD
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
         args.teacher = (args.teacher,) if isinstance(args.teacher, str) else (tuple(args.teacher) or (DEFAULT_TEACHER,))  # PPD
@@ -913,15 +956,10 @@ def main(args: Args) -> dict:
             if getattr(args, name) is None:  # PPD
                 setattr(args, name, teacher_ckpt["env_config"].get(name, off))  # PPD
         check_mass_options(args.env_id, args.torso_mass_scale, args.mass_randomization)
-        if args.capture_video and not args.video_seconds > 0:
-            raise UsageError(f"--video-seconds must be > 0, got {args.video_seconds}")
         if args.capture_video:
             check_renders(args.env_id)
         if args.gamma is None:
             args.gamma = 0.995 if any(k in args.env_id for k in ("Swimmer", "Hopper")) else 0.999
-        for name in ("num_envs", "num_steps", "update_epochs", "eval_episodes", "total_timesteps"):
-            if getattr(args, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
         if args.total_timesteps < args.num_envs * args.num_steps:
             raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
                              f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
@@ -958,8 +996,8 @@ def main(args: Args) -> dict:
             teacher_return = (teacher_ckpts[0].get("eval") or {}).get("mean_return")  # PPD
         if teacher_return is None:  # PPD
             print("measuring the teacher's return for the adaptive lambda (10 episodes)", flush=True)  # PPD
-            teacher_return = eval_summary(evaluate(teachers[0].actor, args.env_id, min(10, args.eval_episodes),  # PPD
-                                                   args.seed + 10_000, device, teacher_obs_rms[0]))["mean_return"]  # PPD
+            teacher_return = eval_summary(*evaluate(teachers[0].actor, args.env_id, min(10, args.eval_episodes),  # PPD
+                                                    args.seed + 10_000, device, teacher_obs_rms[0]))["mean_return"]  # PPD
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -997,9 +1035,18 @@ def main(args: Args) -> dict:
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resume_state is not None else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
-    # SLURM sends SIGTERM before it kills a job: finish the update, write a checkpoint, exit
+    # SLURM sends SIGTERM before it kills a job, a user presses Ctrl-C: finish the update, write a checkpoint, exit
     stop = {"signal": None}
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+
+    def on_signal(signum, frame) -> None:
+        if signum == signal.SIGINT and stop["signal"] == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once (see the end of this file)
+        if signum == signal.SIGINT:
+            print("\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again stops at once)", file=sys.stderr)
+        stop.update(signal=signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
     def save_checkpoint(iteration: int) -> None:
         state = model_dict(agent, args, obs_shape, action_space, obs_rms, global_step)
@@ -1160,13 +1207,14 @@ def main(args: Args) -> dict:
                   f"--resume {run_dir}", file=sys.stderr)
             sys.exit(128 + stop["signal"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     progress.close()
     save_checkpoint(iteration)
     envs.close()
 
     # ---- final evaluation (SPEC section 5): student and teacher, same protocol and seeds
-    student_eval = eval_summary(evaluate(agent.actor, args.env_id, args.eval_episodes, args.seed + 10_000, device, obs_rms))
-    teacher_evals = [eval_summary(evaluate(teacher.actor, args.env_id, args.eval_episodes, args.seed + 10_000, device, rms))  # PPD
+    student_eval = eval_summary(*evaluate(agent.actor, args.env_id, args.eval_episodes, args.seed + 10_000, device, obs_rms))
+    teacher_evals = [eval_summary(*evaluate(teacher.actor, args.env_id, args.eval_episodes, args.seed + 10_000, device, rms))  # PPD
                      for teacher, rms in zip(teachers, teacher_obs_rms)]  # PPD: each with its own normalization
     teacher_eval = teacher_evals[0]  # PPD: "teacher" and fraction_of_teacher: the first teacher's
     evaluation = {"env_id": args.env_id, "method": "ppd" if args.distill_coef > 0 else "ppo", "student_arch": args.student_arch,
@@ -1182,7 +1230,7 @@ def main(args: Args) -> dict:
                   if teacher_eval["mean_return"] != 0 else None,
                   "command": " ".join(["python"] + sys.argv)}
     if args.teacher_noise_std > 0:  # the uncorrupted teachers too, the reference of the paper's Table 2
-        evaluation["teachers_clean"] = [eval_summary(evaluate(agent_from_checkpoint(ckpt).to(device).actor, args.env_id,  # PPD
+        evaluation["teachers_clean"] = [eval_summary(*evaluate(agent_from_checkpoint(ckpt).to(device).actor, args.env_id,  # PPD
                                                               args.eval_episodes, args.seed + 10_000, device, rms))  # PPD
                                         for ckpt, rms in zip(teacher_ckpts, teacher_obs_rms)]  # PPD
         evaluation["teacher_clean"] = evaluation["teachers_clean"][0]  # PPD
@@ -1214,4 +1262,10 @@ def main(args: Args) -> dict:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(Args, config=(tyro.conf.UseAppendAction,)))  # PPD: --teacher and --teacher-weight repeat per teacher
+    try:
+        main(tyro.cli(Args, config=(tyro.conf.UseAppendAction,)))  # PPD: --teacher and --teacher-weight repeat per teacher
+        interrupted = False
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training: the checkpoints written so far are kept
+        interrupted = True
+    if interrupted:  # here, after the progress bar that the exception held has been closed
+        fail("stopped by Ctrl-C; continue from the last checkpoint.pt with --resume <run folder>", code=130)

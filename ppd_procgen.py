@@ -121,6 +121,16 @@ class Args:
     """Adam epsilon"""
 
 
+# the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
+FLAG_RANGES = {
+    "seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1",
+    "teacher_noise_std": ">= 0",  # PPD
+    "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1",
+    "minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]", "clip_coef": "> 0",
+    "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0",
+}
+
+
 class UsageError(Exception):
     """Bad input: reported as one line on stderr with exit code 2, before anything is written."""
 
@@ -128,6 +138,18 @@ class UsageError(Exception):
 def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1,
+         "in [0, 1)": lambda v: 0 <= v < 1}
+
+
+def check_ranges(args: Args, ranges: dict) -> None:
+    """Every numeric flag finite and in its range (FLAG_RANGES); UsageError naming the first that is not."""
+    for name, rule in ranges.items():
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and RULES[rule](value)):
+            raise UsageError(f"--{name.replace('_', '-')} must be {rule}, got {value}")
 
 
 def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: str) -> None:
@@ -534,29 +556,38 @@ def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
 # Evaluation (SPEC section 5): sampled actions, same protocol and seeds for teacher and student
 # ----------------------------------------------------------------------------------------------------
 def evaluate(actor: Actor, env_id: str, env_config: dict, levels: str, episodes: int, seed: int, device,
-             num_envs: int = 10) -> list:
+             num_envs: int = 10) -> tuple:
     """Returns of `episodes` episodes on the 'test' or 'train' levels; each env plays a fixed quota, so short
     episodes are not favoured."""
     num_envs = min(num_envs, episodes)
     envs = make_envs(env_id, num_envs, seed, env_config, levels)
     quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
-    returns = [[] for _ in range(num_envs)]
+    returns, truncated, steps = [[] for _ in range(num_envs)], 0, 0
     obs, _ = envs.reset(seed=seed)
     actor.eval()
+    progress = tqdm(total=episodes, desc="evaluation", unit="episode", miniters=0, leave=False)
     while any(len(r) < q for r, q in zip(returns, quota)):
         with torch.no_grad():
             action = actor(torch.as_tensor(obs, device=device)).sample().cpu().numpy()
-        obs, _, _, _, info = envs.step(action)
+        obs, _, terminated, cut, info = envs.step(action)
+        steps += num_envs
         for i in np.flatnonzero(info.get("_episode", [])):
             if len(returns[i]) < quota[i]:
                 returns[i].append(float(info["episode"]["r"][i]))
+                truncated += int(cut[i] and not terminated[i])  # cut by a time limit, not ended by the env
+                progress.update()
+        progress.set_postfix(steps=steps, refresh=False)
+        progress.update(0)  # redraws at most every 0.1 s: a game that goes on long still shows its steps
+    progress.close()
     envs.close()
-    return [r for env_returns in returns for r in env_returns]
+    return [r for env_returns in returns for r in env_returns], truncated
 
 
-def eval_summary(returns: list) -> dict:
+def eval_summary(returns: list, truncated: int) -> dict:
+    """eval.json's numbers; truncated_episodes: episodes cut by a time limit (MuJoCo: its 1000 steps, the normal end of
+    an episode without a fall; Atari: --eval-max-frames) rather than ended by the env."""
     return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "episodes": len(returns), "returns": returns}
+            "episodes": len(returns), "truncated_episodes": truncated, "returns": returns}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -602,6 +633,7 @@ def prepare_run(args: Args, default_name: str):
 def main(args: Args) -> dict:
     # ---- everything that can be wrong with the input is checked before any training or writing
     try:
+        check_ranges(args, FLAG_RANGES)
         if args.distill_coef < 0:  # PPD
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
         args.teacher = (args.teacher,) if isinstance(args.teacher, str) else (tuple(args.teacher) or (DEFAULT_TEACHER,))  # PPD
@@ -626,9 +658,6 @@ def main(args: Args) -> dict:
                                  "trained on the same levels")  # PPD
         if env_config["procgen_num_levels"] == 0:  # PPD: procgen's 0 means every level: none is left for testing
             raise UsageError(f"teacher '{args.teacher[0]}' was trained on all levels (num_levels 0): there are no unseen levels to evaluate on")  # PPD
-        for name in ("num_envs", "num_steps", "update_epochs", "eval_episodes", "total_timesteps"):
-            if getattr(args, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
         if args.total_timesteps < args.num_envs * args.num_steps:
             raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
                              f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
@@ -663,8 +692,8 @@ def main(args: Args) -> dict:
             teacher_return = ((teacher_ckpts[0].get("eval") or {}).get("train_levels") or {}).get("mean_return")  # PPD
         if teacher_return is None:  # PPD
             print("measuring the teacher's return for the adaptive lambda (10 episodes)", flush=True)  # PPD
-            teacher_return = eval_summary(evaluate(teachers[0].actor, args.env_id, env_config, "train",  # PPD
-                                                   min(10, args.eval_episodes), args.seed + 10_000, device))["mean_return"]  # PPD
+            teacher_return = eval_summary(*evaluate(teachers[0].actor, args.env_id, env_config, "train",  # PPD
+                                                    min(10, args.eval_episodes), args.seed + 10_000, device))["mean_return"]  # PPD
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -704,9 +733,18 @@ def main(args: Args) -> dict:
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resume_state is not None else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
-    # SLURM sends SIGTERM before it kills a job: finish the update, write a checkpoint, exit
+    # SLURM sends SIGTERM before it kills a job, a user presses Ctrl-C: finish the update, write a checkpoint, exit
     stop = {"signal": None}
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+
+    def on_signal(signum, frame) -> None:
+        if signum == signal.SIGINT and stop["signal"] == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once (see the end of this file)
+        if signum == signal.SIGINT:
+            print("\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again stops at once)", file=sys.stderr)
+        stop.update(signal=signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
     def save_checkpoint(iteration: int) -> None:
         state = model_dict(agent, args, obs_shape, action_space, env_config, global_step)
@@ -857,6 +895,7 @@ def main(args: Args) -> dict:
                   f"--resume {run_dir}", file=sys.stderr)
             sys.exit(128 + stop["signal"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     progress.close()
     save_checkpoint(iteration)
     envs.close()
@@ -873,7 +912,7 @@ def main(args: Args) -> dict:
                   "env_config": env_config}
 
     def run_eval(actor: Actor, levels: str) -> dict:
-        return eval_summary(evaluate(actor, args.env_id, env_config, levels, args.eval_episodes, args.seed + 10_000, device))
+        return eval_summary(*evaluate(actor, args.env_id, env_config, levels, args.eval_episodes, args.seed + 10_000, device))
 
     for levels in ("test", "train"):
         start_level, num_levels = level_range(env_config, levels)
@@ -916,4 +955,10 @@ def main(args: Args) -> dict:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(Args, config=(tyro.conf.UseAppendAction,)))  # PPD: --teacher and --teacher-weight repeat per teacher
+    try:
+        main(tyro.cli(Args, config=(tyro.conf.UseAppendAction,)))  # PPD: --teacher and --teacher-weight repeat per teacher
+        interrupted = False
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training: the checkpoints written so far are kept
+        interrupted = True
+    if interrupted:  # here, after the progress bar that the exception held has been closed
+        fail("stopped by Ctrl-C; continue from the last checkpoint.pt with --resume <run folder>", code=130)

@@ -23,8 +23,10 @@ checkpoint format, so it can be the next teacher.
 """
 
 import difflib
+import gc
 import io
 import json
+import math
 import os
 import pickle
 import random
@@ -45,6 +47,10 @@ from tqdm import tqdm
 
 # the distributions' argument checks are pure overhead on every policy call: the networks give valid parameters
 torch.distributions.Distribution.set_default_validate_args(False)
+# --capture-video on a Linux machine without a display: MuJoCo draws through EGL unless MUJOCO_GL says otherwise
+# (gymnasium tries GLFW first, and that failed attempt can leave OpenGL unusable for the backends after it)
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+    os.environ.setdefault("MUJOCO_GL", "egl")
 
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
 ACTING_NOTE = ("teacher-distill: the teacher's sampled actions drive the environments, so charts/episodic_return and the "
@@ -105,6 +111,8 @@ class Args:
     """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
     eval_episodes: Optional[int] = None
     """episodes of the final evaluation, for the student and for the teacher (same seeds; default 50, 200 for Procgen)"""
+    eval_max_frames: int = 108_000
+    """Atari: an evaluation game is cut after this many emulator frames (108k, 30 minutes of play, is the usual cap); eval.json counts the cut games as truncated_episodes"""
     capture_video: bool = False
     """after the evaluation, write `video.gif` next to eval.json: one greedy episode of the teacher and of the student, side by side (same env seed); MLP and Atari domains (Atari: the full color screen; classic-control envs need `pip install pygame`)"""
     video_seconds: float = 10.0
@@ -133,6 +141,17 @@ class Args:
     """Adam epsilon"""
 
 
+# the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
+FLAG_RANGES = {
+    "seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1", "eval_max_frames": ">= 1",
+    "video_seconds": "> 0",
+    "torso_mass_scale": "> 0", "mass_randomization": "in [0, 1)",
+    "teacher_noise_std": ">= 0",
+    "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1",
+    "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0",
+}
+
+
 class UsageError(Exception):
     """Bad input: reported as one line on stderr with exit code 2, before anything is written."""
 
@@ -144,6 +163,18 @@ class NonFiniteLoss(Exception):
 def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1,
+         "in [0, 1)": lambda v: 0 <= v < 1}
+
+
+def check_ranges(args: Args, ranges: dict) -> None:
+    """Every numeric flag finite and in its range (FLAG_RANGES); UsageError naming the first that is not."""
+    for name, rule in ranges.items():
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and RULES[rule](value)):
+            raise UsageError(f"--{name.replace('_', '-')} must be {rule}, got {value}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -243,7 +274,7 @@ def make_mlp_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: 
 
 
 def make_envs(env_id: str, domain: str, env_config: dict, num_envs: int, seed: int, evaluation: bool = False,
-              procgen_levels=None):
+              procgen_levels=None, max_frames: int = 108_000):
     """Vector env of the domain, all with the same interface: reset(seed) and step(actions) with full-game episode
     statistics in info['episode'] / info['_episode']. env_config is the teacher checkpoint's (frame skip, levels;
     MLP domain: the training envs' masses, with this run's flags)."""
@@ -251,7 +282,7 @@ def make_envs(env_id: str, domain: str, env_config: dict, num_envs: int, seed: i
         mass = (1.0, 0.0) if evaluation else (env_config.get("torso_mass_scale", 1.0), env_config.get("mass_randomization", 0.0))
         return make_mlp_envs(env_id, num_envs, *mass)
     if domain == "atari":
-        return make_atari_envs(env_id, num_envs, seed, env_config.get("frame_skip", 4), evaluation)
+        return make_atari_envs(env_id, num_envs, seed, env_config.get("frame_skip", 4), evaluation, max_frames=max_frames)
     start, count = procgen_levels or (env_config.get("procgen_start_level", 0), env_config.get("procgen_num_levels", 200))
     return ProcgenVecEnv(env_id.split(":", 1)[1], num_envs, seed, count, start,
                          env_config.get("procgen_distribution_mode", "easy"))
@@ -327,7 +358,7 @@ class AtariEnvs:
     """
 
     def __init__(self, game: str, num_envs: int, seed: int, frame_skip: int, repeat_action_probability: float,
-                 eval_mode: bool, screen: bool = False):
+                 eval_mode: bool, screen: bool = False, max_frames: int = 108_000):
         from ale_py.vector_env import AtariVectorEnv  # imported here: only the Atari domain needs ale-py
 
         self.env = AtariVectorEnv(
@@ -336,7 +367,7 @@ class AtariEnvs:
             frameskip=frame_skip,
             repeat_action_probability=repeat_action_probability,
             full_action_space=False,
-            max_num_frames_per_episode=108_000,  # counted in emulator frames
+            max_num_frames_per_episode=max_frames,  # counted in emulator frames
             img_height=210 if screen else 84,  # screen: the full color frame, for videos
             img_width=160 if screen else 84,
             grayscale=not screen,
@@ -387,13 +418,14 @@ class AtariEnvs:
         self.env.close()
 
 
-def make_atari_envs(env_id: str, num_envs: int, seed: int, frame_skip: int = 4, eval_mode: bool = False, screen: bool = False):
+def make_atari_envs(env_id: str, num_envs: int, seed: int, frame_skip: int = 4, eval_mode: bool = False, screen: bool = False,
+                    max_frames: int = 108_000):
     """Atari vector env with the usual DQN/PPO preprocessing (84x84 gray, 4-frame stack, noop-30 reset,
     max-pool over skipped frames, 108k-frame limit, minimal action set). Evaluation (eval_mode=True): full games.
     Sticky actions: 0.0 for '...NoFrameskip-v4' ids, 0.25 for 'ALE/...-v5' ids. screen=True: the same games, observed
     as the full 210x160 color screen (videos)."""
     sticky = 0.25 if env_id.endswith("-v5") else 0.0
-    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode, screen)
+    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode, screen, max_frames)
 
 
 class ProcgenVecEnv:
@@ -987,14 +1019,16 @@ def import_teacher(path: str, env_id: Optional[str], vecnormalize: Optional[str]
 # Evaluation (SPEC section 5): student and teacher, same protocol and seeds
 # ----------------------------------------------------------------------------------------------------
 def evaluate(actor: Actor, env_id: str, domain: str, env_config: dict, episodes: int, seed: int, device, obs_rms=None,
-             deterministic: bool = True, procgen_levels=None, num_envs: int = 10) -> list:
+             deterministic: bool = True, procgen_levels=None, num_envs: int = 10, max_frames: int = 108_000) -> tuple:
     """Returns of `episodes` full episodes; each env plays a fixed quota, so short episodes are not favoured."""
     num_envs = min(num_envs, episodes)
-    envs = make_envs(env_id, domain, env_config, num_envs, seed, evaluation=True, procgen_levels=procgen_levels)
+    envs = make_envs(env_id, domain, env_config, num_envs, seed, evaluation=True, procgen_levels=procgen_levels,
+                     max_frames=max_frames)
     quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
-    returns = [[] for _ in range(num_envs)]
+    returns, truncated, steps = [[] for _ in range(num_envs)], 0, 0
     obs, _ = envs.reset(seed=seed)
     actor.eval()
+    progress = tqdm(total=episodes, desc="evaluation", unit="episode", miniters=0, leave=False)
     while any(len(r) < q for r, q in zip(returns, quota)):
         x = obs_rms.normalize(obs) if obs_rms is not None else obs
         with torch.no_grad():
@@ -1003,17 +1037,25 @@ def evaluate(actor: Actor, env_id: str, domain: str, env_config: dict, episodes:
         action = action.cpu().numpy()
         if actor.continuous:
             action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
-        obs, _, _, _, info = envs.step(action)
+        obs, _, terminated, cut, info = envs.step(action)
+        steps += num_envs
         for i in np.flatnonzero(info.get("_episode", [])):
             if len(returns[i]) < quota[i]:
                 returns[i].append(float(info["episode"]["r"][i]))
+                truncated += int(cut[i] and not terminated[i])  # cut by a time limit, not ended by the env
+                progress.update()
+        progress.set_postfix(steps=steps, refresh=False)
+        progress.update(0)  # redraws at most every 0.1 s: a game that goes on long still shows its steps
+    progress.close()
     envs.close()
-    return [r for env_returns in returns for r in env_returns]
+    return [r for env_returns in returns for r in env_returns], truncated
 
 
-def eval_summary(returns: list) -> dict:
+def eval_summary(returns: list, truncated: int) -> dict:
+    """eval.json's numbers; truncated_episodes: episodes cut by a time limit (MuJoCo: its 1000 steps, the normal end of
+    an episode without a fall; Atari: --eval-max-frames) rather than ended by the env."""
     return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "episodes": len(returns), "returns": returns}
+            "episodes": len(returns), "truncated_episodes": truncated, "returns": returns}
 
 
 def eval_levels(env_config: dict) -> tuple:
@@ -1056,10 +1098,15 @@ def check_renders(env_id: str, domain: str) -> None:
         env.reset(seed=0)
         env.render()
         env.close()
+        return
     except Exception as e:  # gymnasium's DependencyNotInstalled, a missing OpenGL, ...
-        raise UsageError(f"--capture-video: {env_id} cannot render ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                         "install its renderer (classic control: `pip install pygame`; MuJoCo: set MUJOCO_GL=egl or osmesa) "
-                         "or leave out --capture-video")
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+    env, hook, sys.unraisablehook = None, sys.unraisablehook, lambda unraisable: None
+    gc.collect()  # the half-made renderer goes now, without the tracebacks its destructors print at exit
+    sys.unraisablehook = hook
+    raise UsageError(f"--capture-video: {env_id} cannot render ({reason}); "
+                         "install its renderer (classic control: `pip install pygame`; MuJoCo: EGL, `apt-get install libegl1`, "
+                         "or OSMesa, `apt-get install libosmesa6` and MUJOCO_GL=osmesa) or leave out --capture-video")
 
 
 def record_episode(actor: Actor, env_id: str, domain: str, env_config: dict, seed: int, device, obs_rms,
@@ -1177,14 +1224,7 @@ def prepare_run(args: Args, default_name: str):
 def main(args: Args) -> dict:
     # ---- everything that can be wrong with the input is checked before any training or writing
     try:
-        for name in ("num_envs", "num_steps", "total_timesteps"):
-            if getattr(args, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-        for name in ("ent_coef", "vf_coef", "teacher_noise_std"):
-            if getattr(args, name) < 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-        if args.learning_rate <= 0 or args.max_grad_norm <= 0:
-            raise UsageError(f"--learning-rate and --max-grad-norm must be positive, got {args.learning_rate} and {args.max_grad_norm}")
+        check_ranges(args, FLAG_RANGES)
         if args.env_id is not None:
             check_env_id(args.env_id)  # a typo gets the closest known ids
         if args.teacher.endswith(FOREIGN_SUFFIXES):  # a Stable-Baselines3 or CleanRL teacher, as our checkpoint
@@ -1206,10 +1246,6 @@ def main(args: Args) -> dict:
             env_config = {**env_config, "torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization}
         if args.eval_episodes is None:
             args.eval_episodes = 200 if domain == "procgen" else 50
-        if args.eval_episodes < 1:
-            raise UsageError(f"--eval-episodes must be at least 1, got {args.eval_episodes}")
-        if args.capture_video and not args.video_seconds > 0:
-            raise UsageError(f"--video-seconds must be > 0, got {args.video_seconds}")
         if args.capture_video:
             check_renders(args.env_id, domain)
         if args.total_timesteps < args.num_envs * args.num_steps:
@@ -1267,9 +1303,18 @@ def main(args: Args) -> dict:
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resume_state is not None else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
-    # SLURM sends SIGTERM before it kills a job: finish the update, write a checkpoint, exit
+    # SLURM sends SIGTERM before it kills a job, a user presses Ctrl-C: finish the update, write a checkpoint, exit
     stop = {"signal": None}
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+
+    def on_signal(signum, frame) -> None:
+        if signum == signal.SIGINT and stop["signal"] == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once (see the end of this file)
+        if signum == signal.SIGINT:
+            print("\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again stops at once)", file=sys.stderr)
+        stop.update(signal=signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
     def save_checkpoint(iteration: int) -> None:
         state = model_dict(agent, domain, args, obs_shape, action_space, obs_rms, env_config, global_step)
@@ -1355,6 +1400,7 @@ def main(args: Args) -> dict:
                   f"--resume {run_dir}", file=sys.stderr)
             sys.exit(128 + stop["signal"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     progress.close()
     save_checkpoint(iteration)
     envs.close()
@@ -1363,8 +1409,8 @@ def main(args: Args) -> dict:
     deterministic = domain != "procgen"  # Procgen: stochastic actions, unseen test levels
 
     def run_eval(actor: Actor, procgen_levels=None) -> dict:
-        return eval_summary(evaluate(actor, args.env_id, domain, env_config, args.eval_episodes, args.seed + 10_000,
-                                     device, obs_rms, deterministic, procgen_levels))
+        return eval_summary(*evaluate(actor, args.env_id, domain, env_config, args.eval_episodes, args.seed + 10_000,
+                                      device, obs_rms, deterministic, procgen_levels, max_frames=args.eval_max_frames))
 
     levels = eval_levels(env_config) if domain == "procgen" else None
     student_eval, teacher_eval = run_eval(agent.actor, levels), run_eval(teacher.actor, levels)
@@ -1419,4 +1465,10 @@ def main(args: Args) -> dict:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(Args))
+    try:
+        main(tyro.cli(Args))
+        interrupted = False
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training: the checkpoints written so far are kept
+        interrupted = True
+    if interrupted:  # here, after the progress bar that the exception held has been closed
+        fail("stopped by Ctrl-C; continue from the last checkpoint.pt with --resume <run folder>", code=130)

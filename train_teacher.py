@@ -16,6 +16,7 @@ PPO-only baseline students of Table 7.
 
 import difflib
 import json
+import math
 import os
 import random
 import signal
@@ -75,6 +76,8 @@ class Args:
     """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
     eval_episodes: Optional[int] = None
     """episodes of the final evaluation (default 50; 200 for Procgen)"""
+    eval_max_frames: int = 108_000
+    """Atari: an evaluation game is cut after this many emulator frames (108k, 30 minutes of play, is the usual cap); eval.json counts the cut games as truncated_episodes"""
     frame_skip: int = 4
     """Atari: frames per action, max-pooled over the last two (the paper's text says no skipping, its library's example skips 4)"""
     procgen_num_levels: int = 200
@@ -121,6 +124,17 @@ class Args:
     """Adam epsilon"""
 
 
+# the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
+FLAG_RANGES = {
+    "seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1", "eval_max_frames": ">= 1",
+    "frame_skip": ">= 1", "procgen_num_levels": ">= 0", "procgen_start_level": ">= 0",
+    "torso_mass_scale": "> 0", "mass_randomization": "in [0, 1)",
+    "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1",
+    "minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]", "clip_coef": "> 0",
+    "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0",
+}
+
+
 class UsageError(Exception):
     """Bad input: reported as one line on stderr with exit code 2, before anything is written."""
 
@@ -128,6 +142,18 @@ class UsageError(Exception):
 def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1,
+         "in [0, 1)": lambda v: 0 <= v < 1}
+
+
+def check_ranges(args: Args, ranges: dict) -> None:
+    """Every numeric flag finite and in its range (FLAG_RANGES); UsageError naming the first that is not."""
+    for name, rule in ranges.items():
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and RULES[rule](value)):
+            raise UsageError(f"--{name.replace('_', '-')} must be {rule}, got {value}")
 
 
 def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: str) -> None:
@@ -243,7 +269,7 @@ def make_envs(args: Args, domain: str, num_envs: int, seed: int, evaluation: boo
     if domain == "mlp":  # evaluation: always the unmodified env
         return make_mlp_envs(args.env_id, num_envs, *((1.0, 0.0) if evaluation else (args.torso_mass_scale, args.mass_randomization)))
     if domain == "atari":
-        return make_atari_envs(args.env_id, num_envs, seed, args.frame_skip, evaluation)
+        return make_atari_envs(args.env_id, num_envs, seed, args.frame_skip, evaluation, args.eval_max_frames if evaluation else 108_000)
     start, count = procgen_levels or (args.procgen_start_level, args.procgen_num_levels)
     return ProcgenVecEnv(args.env_id.split(":", 1)[1], num_envs, seed, count, start, args.procgen_distribution_mode)
 
@@ -264,7 +290,7 @@ class AtariEnvs:
     """
 
     def __init__(self, game: str, num_envs: int, seed: int, frame_skip: int, repeat_action_probability: float,
-                 eval_mode: bool):
+                 eval_mode: bool, max_frames: int = 108_000):
         from ale_py.vector_env import AtariVectorEnv  # imported here: only the Atari domain needs ale-py
 
         self.env = AtariVectorEnv(
@@ -273,7 +299,7 @@ class AtariEnvs:
             frameskip=frame_skip,
             repeat_action_probability=repeat_action_probability,
             full_action_space=False,
-            max_num_frames_per_episode=108_000,  # counted in emulator frames (checked: 400 -> 100 steps at skip 4)
+            max_num_frames_per_episode=max_frames,  # counted in emulator frames (checked: 400 -> 100 steps at skip 4)
             img_height=84,
             img_width=84,
             grayscale=True,
@@ -335,7 +361,8 @@ class AtariEnvs:
         self.env.close()
 
 
-def make_atari_envs(env_id: str, num_envs: int, seed: int, frame_skip: int = 4, eval_mode: bool = False):
+def make_atari_envs(env_id: str, num_envs: int, seed: int, frame_skip: int = 4, eval_mode: bool = False,
+                    max_frames: int = 108_000):
     """Atari vector env with the usual DQN/PPO preprocessing (84x84 gray, 4-frame stack, noop-30 reset,
     max-pool over skipped frames, 108k-frame limit, minimal action set).
     Training (eval_mode=False): a life loss gives terminated=True while the game goes on.
@@ -343,7 +370,7 @@ def make_atari_envs(env_id: str, num_envs: int, seed: int, frame_skip: int = 4, 
     Sticky actions: 0.0 for '...NoFrameskip-v4' ids, 0.25 for 'ALE/...-v5' ids.
     Env i is seeded with seed + i by the first reset() (or by reset(seed=...))."""
     sticky = 0.25 if env_id.endswith("-v5") else 0.0
-    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode)
+    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode, max_frames)
 
 
 class ProcgenVecEnv:
@@ -760,14 +787,15 @@ def domain_defaults(args: Args, domain: str) -> Args:
 # Evaluation (SPEC section 5)
 # ----------------------------------------------------------------------------------------------------
 def evaluate(actor: Actor, args: Args, domain: str, episodes: int, seed: int, device, obs_rms=None,
-             deterministic: bool = True, procgen_levels=None, num_envs: int = 10) -> list:
+             deterministic: bool = True, procgen_levels=None, num_envs: int = 10) -> tuple:
     """Returns of `episodes` full episodes; each env plays a fixed quota, so short episodes are not favoured."""
     num_envs = min(num_envs, episodes)
     envs = make_envs(args, domain, num_envs, seed, evaluation=True, procgen_levels=procgen_levels)
     quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
-    returns = [[] for _ in range(num_envs)]
+    returns, truncated, steps = [[] for _ in range(num_envs)], 0, 0
     obs, _ = envs.reset(seed=seed)
     actor.eval()
+    progress = tqdm(total=episodes, desc="evaluation", unit="episode", miniters=0, leave=False)
     while any(len(r) < q for r, q in zip(returns, quota)):
         x = obs_rms.normalize(obs) if obs_rms is not None else obs
         with torch.no_grad():
@@ -776,17 +804,25 @@ def evaluate(actor: Actor, args: Args, domain: str, episodes: int, seed: int, de
         action = action.cpu().numpy()
         if actor.continuous:
             action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
-        obs, _, _, _, info = envs.step(action)
+        obs, _, terminated, cut, info = envs.step(action)
+        steps += num_envs
         for i in np.flatnonzero(info.get("_episode", [])):
             if len(returns[i]) < quota[i]:
                 returns[i].append(float(info["episode"]["r"][i]))
+                truncated += int(cut[i] and not terminated[i])  # cut by a time limit, not ended by the env
+                progress.update()
+        progress.set_postfix(steps=steps, refresh=False)
+        progress.update(0)  # redraws at most every 0.1 s: a game that goes on long still shows its steps
+    progress.close()
     envs.close()
-    return [r for env_returns in returns for r in env_returns]
+    return [r for env_returns in returns for r in env_returns], truncated
 
 
-def eval_summary(returns: list) -> dict:
+def eval_summary(returns: list, truncated: int) -> dict:
+    """eval.json's numbers; truncated_episodes: episodes cut by a time limit (MuJoCo: its 1000 steps, the normal end of
+    an episode without a fall; Atari: --eval-max-frames) rather than ended by the env."""
     return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "episodes": len(returns), "returns": returns}
+            "episodes": len(returns), "truncated_episodes": truncated, "returns": returns}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -830,6 +866,7 @@ def prepare_run(args: Args, default_name: str):
 def main(args: Args) -> dict:
     # ---- everything that can be wrong with the input is checked before any training or writing
     try:
+        check_ranges(args, FLAG_RANGES)
         domain = detect_domain(args.env_id)
         check_env_id(args.env_id)
         args = domain_defaults(args, domain)
@@ -841,9 +878,6 @@ def main(args: Args) -> dict:
             raise UsageError("--torso-mass-scale and --mass-randomization apply to MuJoCo envs only; drop them")
         if domain == "mlp":
             check_mass_options(args.env_id, args.torso_mass_scale, args.mass_randomization)
-        for name in ("num_envs", "num_steps", "update_epochs", "eval_episodes", "total_timesteps"):
-            if getattr(args, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
         if args.total_timesteps < args.num_envs * args.num_steps:
             raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
                              f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
@@ -904,9 +938,18 @@ def main(args: Args) -> dict:
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resume_state is not None else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
-    # SLURM sends SIGTERM before it kills a job: finish the update, write a checkpoint, exit
+    # SLURM sends SIGTERM before it kills a job, a user presses Ctrl-C: finish the update, write a checkpoint, exit
     stop = {"signal": None}
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+
+    def on_signal(signum, frame) -> None:
+        if signum == signal.SIGINT and stop["signal"] == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once (see the end of this file)
+        if signum == signal.SIGINT:
+            print("\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again stops at once)", file=sys.stderr)
+        stop.update(signal=signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
     def save_checkpoint(iteration: int) -> None:
         state = model_dict(agent, domain, args, obs_shape, action_space, obs_rms, global_step)
@@ -1048,6 +1091,7 @@ def main(args: Args) -> dict:
                   f"--resume {run_dir}", file=sys.stderr)
             sys.exit(128 + stop["signal"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     progress.close()
     save_checkpoint(iteration)
     envs.close()
@@ -1056,14 +1100,14 @@ def main(args: Args) -> dict:
     deterministic = domain != "procgen"
     evaluation = {"env_id": args.env_id, "arch": args.arch, "seed": args.seed, "global_step": global_step,
                   "deterministic": deterministic,
-                  **eval_summary(evaluate(agent.actor, args, domain, args.eval_episodes, args.seed + 10_000, device,
-                                          obs_rms, deterministic, procgen_levels=eval_levels(args) if domain == "procgen" else None))}
+                  **eval_summary(*evaluate(agent.actor, args, domain, args.eval_episodes, args.seed + 10_000, device,
+                                           obs_rms, deterministic, procgen_levels=eval_levels(args) if domain == "procgen" else None))}
     if domain == "mlp":
         evaluation["train_env"] = {"torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization}
         evaluation["eval_env"] = f"{args.env_id}, unmodified"
     if domain == "procgen":
         train_returns = evaluate(agent.actor, args, domain, args.eval_episodes, args.seed + 10_000, device, None, False)
-        evaluation["train_levels"] = eval_summary(train_returns)
+        evaluation["train_levels"] = eval_summary(*train_returns)
     evaluation["command"] = " ".join(["python"] + sys.argv)
     atomic_save(model_dict(agent, domain, args, obs_shape, action_space, obs_rms, global_step, evaluation),
                 os.path.join(run_dir, "model.pt"))
@@ -1083,4 +1127,10 @@ def eval_levels(args: Args) -> tuple:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(Args))
+    try:
+        main(tyro.cli(Args))
+        interrupted = False
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training: the checkpoints written so far are kept
+        interrupted = True
+    if interrupted:  # here, after the progress bar that the exception held has been closed
+        fail("stopped by Ctrl-C; continue from the last checkpoint.pt with --resume <run folder>", code=130)

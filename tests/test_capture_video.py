@@ -7,6 +7,8 @@ of a second); rendering MuJoCo costs about 0.1-0.2 s a frame on this CPU.
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ import ppd_atari
 import ppd_mujoco
 import student_distill
 import teacher_distill
-from conftest import REPO
+from conftest import REPO, script_env
 
 HOPPER = os.path.join(REPO, "teachers", "Hopper-v5.pt")
 CARTPOLE = os.path.join(REPO, "teachers", "CartPole-v1.pt")
@@ -167,4 +169,35 @@ def test_videos_are_refused_where_the_env_cannot_draw_itself(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: --capture-video") and hint in err[0], err
         assert "leave out --capture-video" in err[0].lower()
+    assert not (tmp_path / "run").exists()
+
+
+def headless_env() -> dict:
+    """A fresh server's environment: no display, no MUJOCO_GL (nor PyOpenGL's platform) set by hand."""
+    return {k: v for k, v in script_env().items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")}
+
+
+def run_headless(tmp_path, env: dict) -> subprocess.CompletedProcess:
+    command = [sys.executable, "ppd_mujoco.py", "--teacher", HOPPER, "--num-envs", "2", "--num-steps", "64",
+               "--total-timesteps", "128", "--eval-episodes", "1", "--capture-video", "--video-seconds", "0.4",
+               "--no-cuda", "--output-dir", str(tmp_path), "--run-name", "run"]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_mujoco_video_on_a_machine_without_display_or_mujoco_gl(tmp_path):
+    result = run_headless(tmp_path, headless_env())
+    assert result.returncode == 0, result.stderr[-2000:]
+    frames, durations = gif_frames(str(tmp_path / "run" / "video.gif"))
+    # 0.4 s of Hopper: 50 env steps, every 5th drawn, plus the first; the teacher moves in every one of them, so no two
+    # frames are alike (a GIF would merge them)
+    assert len(frames) == 1 + 50 // 5 and durations == [40] * len(frames)
+    assert all((frames[i] != frames[i + 1]).any() for i in range(len(frames) - 1))
+
+
+def test_a_renderer_that_cannot_work_is_refused_at_the_start_in_one_line(tmp_path):
+    result = run_headless(tmp_path, {**headless_env(), "MUJOCO_GL": "glfw"})  # GLFW needs a display
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --capture-video: Hopper-v5 cannot render"), lines
+    assert "apt-get install libegl1" in lines[0] and "leave out --capture-video" in lines[0]
     assert not (tmp_path / "run").exists()

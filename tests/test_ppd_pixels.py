@@ -181,13 +181,12 @@ def test_short_run_writes_checkpoint_model_events_and_eval(runs):
     assert model["eval"]["mean_return"] == (evaluation["student"] if domain == "atari" else evaluation["test_levels"]["student"])["mean_return"]
 
 
-def test_procgen_resume_continues_to_the_new_total_without_repeating_a_step(runs, tmp_path):
-    if runs["domain"] != "procgen":  # the Procgen path rebuilds its envs on resume (a gym3 env is seeded only once)
-        pytest.skip("the resume code is train_teacher.py's; Procgen is the domain with its own lines")
+def test_resume_continues_to_the_new_total_without_repeating_a_step(runs, tmp_path):
+    # Procgen sets each env to its saved state; Atari restarts the games, seeded by the step
     run_dir = tmp_path / "r"
     shutil.copytree(runs["ppd1"], run_dir)
-    result = run_script("ppd_procgen.py", "--teacher", runs["teacher"], "--student-arch", "smaller", "--distill-coef", "1",
-                        *TINY, "--total-timesteps", 3 * ROLLOUT, "--resume", run_dir)
+    result = run_script(DOMAINS[runs["domain"]]["script"], "--teacher", runs["teacher"], "--student-arch", "smaller",
+                        "--distill-coef", "1", *TINY, "--total-timesteps", 3 * ROLLOUT, "--resume", run_dir)
     assert result.returncode == 0, result.stderr
     assert f"at step {2 * ROLLOUT}" in result.stdout
     assert torch.load(run_dir / "model.pt", weights_only=True)["global_step"] == 3 * ROLLOUT
@@ -278,8 +277,8 @@ def test_procgen_evaluation_serves_only_unseen_levels_and_training_only_the_teac
     # the evaluation as main() runs it: its own env factory, with the level split main() asks for
     original = ppd_procgen.make_envs
     monkeypatch.setattr(ppd_procgen, "make_envs", make_recording_envs)
-    returns = ppd_procgen.evaluate(UniformActor(), "procgen:coinrun", config, "test", episodes=40, seed=10_001,
-                                   device="cpu", num_envs=40)
+    returns, _ = ppd_procgen.evaluate(UniformActor(), "procgen:coinrun", config, "test", episodes=40, seed=10_001,
+                                      device="cpu", num_envs=40)
     assert len(returns) == 40
     monkeypatch.setattr(ppd_procgen, "make_envs", original)
     assert len(seen["test"]) >= 40 + 40  # every env's first level and the level after its episode

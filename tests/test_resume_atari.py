@@ -34,7 +34,7 @@ def teacher(tmp_path_factory):
 
 def run(module, teacher: str, out, name: str, total: int, resume: bool = False, restart: bool = True, monkeypatch=None):
     """One in-process run; returns its final checkpoint (parameters, optimizer state, step)."""
-    monkeypatch.setattr(module, "evaluate", lambda *a, **k: [0.0])  # see the module docstring
+    monkeypatch.setattr(module, "evaluate", lambda *a, **k: ([0.0], 0))  # see the module docstring
     common = dict(num_envs=2, num_steps=16, total_timesteps=total, checkpoint_every=2 * ROLLOUT, eval_episodes=1,
                   cuda=False, output_dir=str(out), run_name=name, restart_games_at_checkpoint=restart,
                   resume=str(out / name) if resume else None)

@@ -8,6 +8,7 @@ student_distill.py and teacher_distill.py: tests/test_resume_baselines.py."""
 import json
 import os
 import random
+import signal
 import time
 
 import numpy as np
@@ -95,6 +96,60 @@ def test_sigkill_at_a_random_moment_then_resume_ends_exactly_like_an_uninterrupt
                                                                                        tmp_path):
     rng = random.Random(f"{script}{extra}{time.time()}")  # a new moment every time the suite runs
     assert_same(outcome(kill_at_random_moment(script, tmp_path, "killed", rng, *extra)), reference(script, *extra))
+
+
+def wait_for_checkpoint(proc, run_dir: str) -> None:
+    deadline = time.time() + 120
+    while not os.path.exists(os.path.join(run_dir, "checkpoint.pt")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted: " + proc.stderr.read()[-2000:]
+
+
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_ctrl_c_writes_a_checkpoint_and_resume_ends_exactly_like_an_uninterrupted_run(script, reference, tmp_path):
+    """Ctrl-C (SIGINT) does what SIGTERM does: the update finishes, checkpoint.pt is written, exit 130 with the
+    --resume hint and no traceback; the resumed run ends with the uninterrupted run's parameters and eval.json."""
+    run_dir = os.path.join(tmp_path, "stopped")
+    proc = start_script(script, *SCRIPTS[script], *TINY, "--output-dir", tmp_path, "--run-name", "stopped")
+    try:
+        wait_for_checkpoint(proc, run_dir)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "Ctrl-C" in stderr and f"--resume {run_dir}" in stderr
+    assert not os.path.exists(os.path.join(run_dir, "eval.json"))  # it stopped before the end
+    resumed = run_script(script, *SCRIPTS[script], *TINY, "--output-dir", tmp_path, "--run-name", "stopped",
+                         "--resume", run_dir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout
+    assert_same(outcome(run_dir), reference(script))
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
+    # rollouts of 4 x 2048 steps take seconds: the second Ctrl-C comes while the first waits for the update to end
+    run_dir = os.path.join(tmp_path, "stopped")
+    proc = start_script("ppd_mujoco.py", *SCRIPTS["ppd_mujoco.py"], "--num-envs", "4", "--num-steps", "2048",
+                        "--minibatch-size", "2048", "--total-timesteps", "81920", "--checkpoint-every", "8192",
+                        "--no-cuda", "--output-dir", tmp_path, "--run-name", "stopped")
+    try:
+        wait_for_checkpoint(proc, run_dir)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    assert "Ctrl-C again stops at once" in stderr
+    assert stderr.strip().splitlines()[-1] == "error: stopped by Ctrl-C; continue from the last checkpoint.pt with --resume <run folder>"
+    saved = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)  # the periodic one, intact
+    assert saved["global_step"] == 8192
 
 
 def test_half_written_checkpoint_left_by_a_kill_during_the_write_is_ignored(reference, tmp_path):
