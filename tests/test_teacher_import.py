@@ -5,8 +5,8 @@ teacher's normalization into the student; ppd_mujoco.py mixes them with other te
 bad files are refused with one line before anything is written.
 
 The SB3 teachers are built here (untrained, every parameter perturbed so no layer is at its initial value);
-stable-baselines3 comes from benchmarks/requirements.txt (the SB3 tests are skipped without it). About 30 s on 2 busy
-cores, most of it in the two short script runs.
+stable-baselines3 comes from requirements-test.txt (a missing package fails these tests, it does not skip them).
+About 30 s on 2 busy cores, most of it in the two short script runs.
 """
 
 import json
@@ -111,7 +111,7 @@ class SB3Teacher:
 
 @pytest.fixture(scope="module")
 def sb3_teachers(tmp_path_factory):
-    pytest.importorskip("stable_baselines3")
+    import stable_baselines3  # noqa: F401  (requirements-test.txt: a missing package fails here, it does not skip)
     folder = tmp_path_factory.mktemp("sb3")
     return {env_id: SB3Teacher(folder, env_id, *case) for env_id, case in SB3_CASES.items()}
 

@@ -3,8 +3,8 @@ Stable-Baselines3 PPO .zip (CnnPolicy, as the RL Zoo's Atari agents) and a Clean
 Nature-CNN actor-critic with one trunk; the imported teacher gives the library's own action probabilities and value on
 the same Pong frames, the scripts distill from it, and bad files are refused with one line before anything is written.
 
-The CleanRL network is ppo_atari.py's Agent, written out below; the SB3 teachers are SB3's own PPO (skipped without
-stable-baselines3, which comes from benchmarks/requirements.txt). About 40 s here, most of it in the script run.
+The CleanRL network is ppo_atari.py's Agent, written out below; the SB3 teachers are SB3's own PPO
+(stable-baselines3 comes from requirements-test.txt). About 40 s here, most of it in the script run.
 """
 
 import io
@@ -115,7 +115,7 @@ def test_cleanrl_atari_teacher_gives_cleanrls_own_probabilities_and_value(module
 @pytest.fixture(scope="module", params=[True, False], ids=["shared-trunk", "separate-trunks"])
 def sb3_teacher(request, tmp_path_factory):
     """SB3's own PPO CnnPolicy on Pong's spaces (untrained, every parameter perturbed), saved by model.save()."""
-    pytest.importorskip("stable_baselines3")
+    import stable_baselines3  # noqa: F401  (requirements-test.txt: a missing package fails here, it does not skip)
     from stable_baselines3 import PPO
 
     class FramesEnv(gym.Env):  # Pong's spaces after VecFrameStack + VecTransposeImage: channels first
