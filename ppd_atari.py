@@ -15,7 +15,6 @@ greedy actions and reports human-normalized scores.
 """
 
 import difflib
-import io
 import json
 import math
 import os
@@ -23,7 +22,6 @@ import random
 import signal
 import sys
 import time
-import zipfile
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
 
@@ -46,7 +44,7 @@ FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
 class Args:
     # General settings
     teacher: tuple[str, ...] = ()  # PPD
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; the first teacher fixes the game and the frame skip), or a Stable-Baselines3 PPO `.zip` (RL Zoo, CnnPolicy) or a CleanRL ppo_atari.py `.cleanrl_model` (Nature-CNN; a foreign first teacher needs --env-id; they play with frame skip 4); repeat the flag for several teachers of the same game, whose terms are summed with --teacher-weight (default: teachers/PongNoFrameskip-v4.pt)"""
+    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; the first teacher fixes the game and the frame skip; a Stable-Baselines3 `.zip` (CnnPolicy) or CleanRL ppo_atari.py `.cleanrl_model` teacher is converted first by `python -m ppd_tools.convert_teacher`); repeat the flag for several teachers of the same game, whose terms are summed with --teacher-weight (default: teachers/PongNoFrameskip-v4.pt)"""
     env_id: Optional[str] = None
     """`<Game>NoFrameskip-v4` or `ALE/<Game>-v5` (default: the teacher's env)"""
     student_arch: Literal["smaller", "same", "larger"] = "same"
@@ -590,76 +588,14 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Foreign teachers (issue #9): a Stable-Baselines3 PPO .zip (RL Zoo's CnnPolicy) or a CleanRL ppo_atari.py
-# .cleanrl_model, converted in memory into a checkpoint dict of the format above
+# Foreign teachers: a Stable-Baselines3 .zip or CleanRL .cleanrl_model is converted first by ppd_tools/convert_teacher.py
 # ----------------------------------------------------------------------------------------------------
-FOREIGN_SUFFIXES = (".zip", ".cleanrl_model")  # PPD
-
-
-def import_teacher(path: str, env_id: Optional[str]) -> dict:  # PPD
-    """Both libraries' default Atari actor-critic is the Nature-CNN (conv 32-64-64, fc 512, ReLU) on uint8 frames
-    divided by 255, one trunk shared by a policy head and a value head: our NatureCNN with those sizes. The trunk is
-    copied into our separate actor and critic (SB3 with share_features_extractor=False: its own two trunks). Neither
-    library needs to be installed. Raises UsageError with a one-line reason."""
-    sb3 = path.endswith(".zip")
-    kind = "Stable-Baselines3" if sb3 else "CleanRL"
-    if env_id is None:
-        raise UsageError(f"a {kind} teacher does not record its game reliably; pass --env-id (e.g. BreakoutNoFrameskip-v4, "
-                         f"the env '{path}' was trained on)")
-    check_env_id(env_id)
-    if not os.path.isfile(path):
-        raise UsageError(f"teacher '{path}' does not exist")
-    try:
-        if sb3:  # model.save(): a JSON `data` (partly cloudpickled: not used) and the policy's state dict
-            with zipfile.ZipFile(path) as archive:
-                state = torch.load(io.BytesIO(archive.read("policy.pth")), map_location="cpu", weights_only=True)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        state = dict(state)
-    except Exception as e:
-        raise UsageError(f"cannot read {kind} teacher '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); pass "
-                         + ("a model .zip written by SB3's model.save()" if sb3 else "torch.save(agent.state_dict()) of CleanRL's ppo_atari.py"))
-    if sb3:  # features_extractor is pi_features_extractor; vf_features_extractor is the same one unless not shared
-        pi, vf = ("pi_features_extractor" if "pi_features_extractor.cnn.0.weight" in state else "features_extractor",
-                  "vf_features_extractor" if "vf_features_extractor.cnn.0.weight" in state else "features_extractor")
-        names = {"actor": {"convs.0": f"{pi}.cnn.0", "convs.2": f"{pi}.cnn.2", "convs.4": f"{pi}.cnn.4",
-                           "fc.0": f"{pi}.linear.0", "head": "action_net"},
-                 "critic": {"convs.0": f"{vf}.cnn.0", "convs.2": f"{vf}.cnn.2", "convs.4": f"{vf}.cnn.4",
-                            "fc.0": f"{vf}.linear.0", "head": "value_net"}}
-        ignored = ("features_extractor.", "pi_features_extractor.", "vf_features_extractor.")  # the same tensors again
-    else:  # ppo_atari.py: network = conv, ReLU, conv, ReLU, conv, ReLU, Flatten, Linear, ReLU; actor; critic
-        trunk = {"convs.0": "network.0", "convs.2": "network.2", "convs.4": "network.4", "fc.0": "network.7"}
-        names, ignored = {"actor": {**trunk, "head": "actor"}, "critic": {**trunk, "head": "critic"}}, ()
-    try:
-        nets = {net: {f"body.{ours}.{t}" if net == "actor" else f"{ours}.{t}": state[f"{theirs}.{t}"]
-                      for ours, theirs in layers.items() for t in ("weight", "bias")} for net, layers in names.items()}
-        used = {f"{theirs}.{t}" for layers in names.values() for theirs in layers.values() for t in ("weight", "bias")}
-        left = sorted(k for k in state if k not in used and not k.startswith(ignored))
-        if left:
-            raise KeyError(f"unexpected parameters {', '.join(left[:4])}")
-    except KeyError as e:
-        raise UsageError(f"'{path}' is not a {kind} PPO Nature-CNN policy of the layout these scripts read ({e.args[0]}); "
-                         "foreign Atari teachers are the library's default CnnPolicy / ppo_atari.py Agent")
-    actor = nets["actor"]
-    config = {"cnn": "nature", "channels": [int(actor[f"body.convs.{i}.weight"].shape[0]) for i in (0, 2, 4)],
-              "fc": int(actor["body.fc.0.weight"].shape[0])}
-    obs_shape = [int(actor["body.convs.0.weight"].shape[1]), 84, 84]
-    ckpt = {"format_version": FORMAT_VERSION, "env_id": env_id, "domain": "atari", "arch": kind.lower(), "arch_config": config,
-            "actor": actor, "critic": nets["critic"], "obs_shape": obs_shape,
-            "action_space": space_dict(gym.spaces.Discrete(int(actor["body.head.weight"].shape[0]))), "obs_rms": None,
-            "env_config": {"frame_skip": 4, "procgen_num_levels": 200, "procgen_start_level": 0, "procgen_distribution_mode": "easy"},
-            "args": {"imported_from": path}, "global_step": None, "eval": None}
-    try:
-        agent_from_checkpoint(ckpt)  # what is left to mismatch (a layer that does not chain) shows here
-    except RuntimeError as e:
-        raise UsageError(f"'{path}' does not fit a Nature-CNN on 84x84 frames ({str(e).splitlines()[-1].strip()[:160]})")
-    return ckpt
-
-
-def load_teacher(path: str, env_id: Optional[str]) -> dict:  # PPD
-    """A teacher as a checkpoint dict: a foreign one (.zip, .cleanrl_model) converted by import_teacher, one of ours
-    read by load_checkpoint."""
-    return import_teacher(path, env_id) if path.endswith(FOREIGN_SUFFIXES) else load_checkpoint(path, env_id=env_id)
+def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:  # PPD
+    """UsageError naming the converter when a teacher is a Stable-Baselines3 or CleanRL file, not a checkpoint."""
+    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]
+    if foreign:
+        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "
+                         f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} --output teacher.pt")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -839,9 +775,10 @@ def main(args: Args) -> dict:
             raise UsageError(f"--teacher-return must be a finite number, got {args.teacher_return}")  # PPD
         if args.env_id is not None:
             check_env_id(args.env_id)
-        teacher_ckpts = [load_teacher(args.teacher[0], args.env_id)]  # PPD: the first teacher sets the game
+        refuse_foreign_teachers(args.teacher, args.env_id)  # PPD: converted first, by ppd_tools/convert_teacher.py
+        teacher_ckpts = [load_checkpoint(args.teacher[0], env_id=args.env_id)]  # PPD: the first teacher sets the game
         args.env_id = args.env_id or teacher_ckpts[0]["env_id"]  # PPD
-        teacher_ckpts += [load_teacher(path, args.env_id) for path in args.teacher[1:]]  # PPD
+        teacher_ckpts += [load_checkpoint(path, env_id=args.env_id) for path in args.teacher[1:]]  # PPD
         env_config = teacher_ckpts[0]["env_config"]  # PPD: the env as the teacher saw it (its frame skip)
         for path, ckpt in zip(args.teacher[1:], teacher_ckpts[1:]):  # PPD: every teacher played this env
             if ckpt["env_config"]["frame_skip"] != env_config["frame_skip"]:  # PPD

@@ -12,21 +12,19 @@ lists the whole method. With `--distill-coef 0` the script is PPO, number for nu
     python ppd_mujoco.py --teacher teachers/CartPole-v1.pt --total-timesteps 50000
     python ppd_mujoco.py --teacher a.pt --teacher-weight 0.75 --teacher b.pt --teacher-weight 0.25   # two teachers
     python ppd_mujoco.py --distill-coef-schedule adaptive        # lambda -> 0 as the student reaches the teacher
-    python ppd_mujoco.py --teacher ppo.zip --teacher-vecnormalize vecnormalize.pkl --env-id Pendulum-v1   # an SB3 teacher
+    python -m ppd_tools.convert_teacher ppo.zip --env-id Pendulum-v1 --vecnormalize vecnormalize.pkl --output sb3.pt
+    python ppd_mujoco.py --teacher sb3.pt                  # an SB3 teacher, converted first (CleanRL's too)
 """
 
 import difflib
 import gc
-import io
 import json
 import math
 import os
-import pickle
 import random
 import signal
 import sys
 import time
-import zipfile
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
 
@@ -53,13 +51,9 @@ DEFAULT_TEACHER = "teachers/Hopper-v5.pt"  # PPD
 class Args:
     # General settings
     teacher: tuple[str, ...] = ()  # PPD
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts), or a foreign MLP teacher: a Stable-Baselines3 PPO `.zip` (RL Zoo) or a CleanRL PPO `.cleanrl_model` (a foreign first teacher needs --env-id); repeat the flag for several teachers of the same env, whose terms are summed with --teacher-weight (default: teachers/Hopper-v5.pt)"""
+    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; a Stable-Baselines3 `.zip` or CleanRL `.cleanrl_model` teacher is converted first by `python -m ppd_tools.convert_teacher`); repeat the flag for several teachers of the same env, whose terms are summed with --teacher-weight (default: teachers/Hopper-v5.pt)"""
     env_id: Optional[str] = None
-    """gymnasium env id with a flat Box observation (default: the first teacher's env; required when that teacher is foreign)"""
-    teacher_vecnormalize: tuple[str, ...] = ()  # PPD
-    """Stable-Baselines3 teachers (.zip) only: their VecNormalize statistics (`vecnormalize.pkl`, in RL Zoo next to the model), one per --teacher in the same order, `none` (or '') for a teacher without; not given: every teacher without. A .zip teacher without them sees raw observations"""
-    teacher_obs_rms: tuple[str, ...] = ()  # PPD
-    """CleanRL teachers (.cleanrl_model) only: a .npz with the `mean` and `var` of the NormalizeObservation wrapper it was trained with (ppo_continuous_action.py; they are not in the state dict), one per --teacher in the same order, `none` (or '') for a teacher without; not given: every teacher without. A CleanRL teacher without them sees raw observations"""
+    """gymnasium env id with a flat Box observation (default: the first teacher's env)"""
     torso_mass_scale: Optional[float] = None
     """training envs only (MuJoCo): multiply the torso's mass by this (0.7: the seed report's 'source' Hopper); default: the teacher's setting; evaluation always uses the unmodified env"""
     mass_randomization: Optional[float] = None
@@ -542,211 +536,14 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Foreign teachers (issue #9): a Stable-Baselines3 PPO .zip or a CleanRL PPO .cleanrl_model with the libraries' MLP
-# policies, converted in memory into a checkpoint dict of the format above, so the rest of the script is unchanged
+# Foreign teachers: a Stable-Baselines3 .zip or CleanRL .cleanrl_model is converted first by ppd_tools/convert_teacher.py
 # ----------------------------------------------------------------------------------------------------
-FOREIGN_SUFFIXES = (".zip", ".cleanrl_model")  # PPD
-
-
-class _Stub:  # PPD
-    """Stands in for every non-numpy class of a pickled VecNormalize (SB3's own, gymnasium's spaces, ...): it keeps
-    the pickled attributes, and no code named in the file runs."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-
-
-class _VecNormalizeUnpickler(pickle.Unpickler):  # PPD
-    """Reads SB3's vecnormalize.pkl without SB3: numpy arrays, dtypes and scalars are rebuilt, any other class is a
-    _Stub."""
-
-    NUMPY = ("_reconstruct", "_frombuffer", "scalar", "ndarray", "dtype")  # numpy.core.* / numpy._core.*
-    PLAIN = (("collections", "OrderedDict"), ("_codecs", "encode"))  # _codecs.encode: bytes in pickle protocol 2
-
-    def find_class(self, module: str, name: str):
-        if (module.split(".")[0] == "numpy" and name in self.NUMPY) or (module, name) in self.PLAIN:
-            return super().find_class(module, name)
-        return _Stub
-
-
-def vecnormalize_obs_rms(path: str) -> Optional[dict]:  # PPD
-    """obs_rms of our format from SB3's VecNormalize.save() file, normalizing as SB3 does: clip((x - mean) /
-    sqrt(var + epsilon), -clip_obs, clip_obs); None if it did not normalize observations (norm_obs=False)."""
-    try:
-        with open(path, "rb") as f:
-            vec_normalize = _VecNormalizeUnpickler(f).load()
-        rms = vec_normalize.obs_rms
-        stats = {"mean": torch.tensor(np.asarray(rms.mean, np.float64)), "var": torch.tensor(np.asarray(rms.var, np.float64)),
-                 "count": float(rms.count), "clip": float(vec_normalize.clip_obs), "epsilon": float(vec_normalize.epsilon)}
-        return stats if vec_normalize.norm_obs else None
-    except Exception as e:  # missing, truncated, not a VecNormalize, a Dict observation space, ...
-        raise UsageError(f"cannot read --teacher-vecnormalize '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                         "pass the vecnormalize.pkl written by SB3's VecNormalize.save()")
-
-
-def npz_obs_rms(path: str) -> dict:  # PPD
-    """obs_rms of our format from a .npz with `mean` and `var` (gymnasium's NormalizeObservation, as CleanRL uses it:
-    epsilon 1e-8, then clipped to +-10: our defaults)."""
-    try:
-        with np.load(path) as f:
-            return {"mean": torch.tensor(f["mean"].astype(np.float64)), "var": torch.tensor(f["var"].astype(np.float64)),
-                    "count": float(f["count"]) if "count" in f.files else 1.0}
-    except Exception as e:
-        raise UsageError(f"cannot read --teacher-obs-rms '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); pass a .npz "
-                         "with arrays `mean` and `var`: np.savez(path, mean=rms.mean, var=rms.var) of the NormalizeObservation's obs_rms")
-
-
-def linear_stack(state: dict, prefix: str) -> list:  # PPD
-    """[(weight, bias), ...] of the nn.Sequential `prefix` of Linear layers with a parameter-free activation between
-    them (keys prefix.0.*, prefix.2.*, ...), taken out of state; [] if there is none."""
-    indices = sorted({int(k[len(prefix) + 1:].split(".")[0]) for k in state if k.startswith(prefix + ".")})
-    if indices != list(range(0, 2 * len(indices), 2)):
-        raise ValueError(f"'{prefix}' is not a stack of Linear layers and activations")
-    return [(state.pop(f"{prefix}.{i}.weight"), state.pop(f"{prefix}.{i}.bias")) for i in indices]
-
-
-def sb3_layout(state: dict, data: dict) -> tuple:  # PPD
-    """(actor layers, log_std or None, critic layers, activation) of SB3's ActorCriticPolicy with an MLP extractor
-    (PPO's and A2C's MlpPolicy: separate pi and vf nets, a parameter-free Flatten as features extractor)."""
-    if data.get("use_sde"):
-        raise UsageError("the Stable-Baselines3 teacher uses gSDE (use_sde=True), whose noise these scripts cannot represent; "
-                         "use a teacher trained without gSDE")
-    activation_fn = str((data.get("policy_kwargs") or {}).get("activation_fn", "Tanh"))  # "<class '...ReLU'>"; absent: SB3's default
-    activation = activation_fn.rstrip("'>").split(".")[-1].lower()
-    if activation not in ACTIVATIONS:
-        raise UsageError(f"the Stable-Baselines3 teacher's activation is {activation_fn}; these scripts read {', '.join(ACTIVATIONS)}")
-    actor = linear_stack(state, "mlp_extractor.policy_net") + [(state.pop("action_net.weight"), state.pop("action_net.bias"))]
-    critic = linear_stack(state, "mlp_extractor.value_net") + [(state.pop("value_net.weight"), state.pop("value_net.bias"))]
-    return actor, state.pop("log_std", None), critic, activation
-
-
-def cleanrl_layout(state: dict, data: dict) -> tuple:  # PPD
-    """The same of CleanRL's MLP Agents: ppo_continuous_action.py (actor_mean, actor_logstd, critic) and ppo.py (actor,
-    critic), 64-64 with Tanh by default."""
-    if "network.0.weight" in state:
-        raise UsageError("this is CleanRL's ppo_atari (Nature-CNN) teacher: use ppd_atari.py with the Atari --env-id it "
-                         "was trained on")
-    continuous = "actor_logstd" in state
-    actor = linear_stack(state, "actor_mean" if continuous else "actor")
-    return actor, state.pop("actor_logstd", None), linear_stack(state, "critic"), "tanh"
-
-
-def import_teacher(path: str, env_id: Optional[str], vecnormalize: Optional[str] = None, obs_rms: Optional[str] = None) -> dict:  # PPD
-    """A Stable-Baselines3 PPO .zip (RL Zoo format) or a CleanRL PPO .cleanrl_model (torch.save(agent.state_dict()))
-    as a checkpoint dict of our format, checked against env_id. vecnormalize: the SB3 teacher's VecNormalize file;
-    obs_rms: a .npz of a CleanRL teacher's observation statistics; without them the teacher sees raw observations.
-    Neither SB3 nor CleanRL needs to be installed. Raises UsageError with a one-line reason."""
-    sb3 = path.endswith(".zip")
-    kind = "Stable-Baselines3" if sb3 else "CleanRL"
-    if env_id is None:
-        raise UsageError(f"a {kind} teacher does not record its env reliably; pass --env-id (the env '{path}' was trained on)")
-    check_env_id(env_id)  # an Atari or Procgen id is refused here, naming the script for it
-    if (vecnormalize and not sb3) or (obs_rms and sb3):
-        raise UsageError("--teacher-vecnormalize goes with a Stable-Baselines3 teacher (.zip), --teacher-obs-rms with a "
-                         "CleanRL one (.cleanrl_model)")
-    if not os.path.isfile(path):
-        raise UsageError(f"teacher '{path}' does not exist")
-    try:
-        if sb3:  # model.save(): a JSON `data` (partly cloudpickled: not used) and the policy's state dict
-            with zipfile.ZipFile(path) as archive:
-                data = json.loads(archive.read("data"))
-                state = torch.load(io.BytesIO(archive.read("policy.pth")), map_location="cpu", weights_only=True)
-        else:
-            data, state = {}, torch.load(path, map_location="cpu", weights_only=True)
-        state = dict(state)
-    except Exception as e:
-        raise UsageError(f"cannot read {kind} teacher '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); pass "
-                         + ("a model .zip written by SB3's model.save()" if sb3 else "torch.save(agent.state_dict()) of CleanRL's PPO"))
-    try:
-        actor, log_std, critic, activation = (sb3_layout if sb3 else cleanrl_layout)(state, data)
-        if not actor or not critic or state:
-            raise ValueError(f"unexpected parameters {', '.join(sorted(state)[:4])}" if state else "no actor or critic layers")
-    except (KeyError, ValueError) as e:
-        raise UsageError(f"'{path}' is not a {kind} PPO MLP policy of the layout these scripts read ({e}); "
-                         "foreign teachers are the library's MLP actor-critic (any hidden sizes, Tanh or ReLU)")
-
-    env = gym.make(env_id)
-    obs_space, action_space = env.observation_space, env.action_space
-    env.close()
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1 \
-            or not isinstance(action_space, (gym.spaces.Box, gym.spaces.Discrete)):
-        raise UsageError(f"{env_id} has spaces {obs_space}, {action_space}; foreign teachers need flat Box observations "
-                         "and Box or Discrete actions")
-    continuous = isinstance(action_space, gym.spaces.Box)
-    obs_dim, n_out = obs_space.shape[0], int(np.prod(action_space.shape)) if continuous else int(action_space.n)
-    if (log_std is not None) != continuous:
-        raise UsageError(f"'{path}' holds a {'Gaussian' if log_std is not None else 'categorical'} policy, {env_id} has "
-                         f"action space {action_space}; pass the --env-id it was trained on")
-    dims = (actor[0][0].shape[1], actor[-1][0].shape[0])
-    if dims != (obs_dim, n_out) or (continuous and log_std.numel() != n_out):
-        raise UsageError(f"'{path}' maps {dims[0]} observations to {dims[1]} action {'dims' if continuous else 'logits'}, "
-                         f"{env_id} has {obs_dim} and {n_out}; pass the --env-id it was trained on")
-    hidden = [w.shape[0] for w, _ in actor[:-1]]
-    if [w.shape[0] for w, _ in critic[:-1]] != hidden:
-        raise UsageError(f"'{path}' has actor hidden sizes {hidden} and critic {[w.shape[0] for w, _ in critic[:-1]]}; "
-                         "these scripts' networks have one size for both")
-
-    rms = vecnormalize_obs_rms(vecnormalize) if vecnormalize else npz_obs_rms(obs_rms) if obs_rms else None
-    if rms is None:  # raw observations: normalize() is the identity (no epsilon, no clipping)
-        rms = {"mean": torch.zeros(obs_dim, dtype=torch.float64), "var": torch.ones(obs_dim, dtype=torch.float64),
-               "count": 0.0, "clip": float("inf"), "epsilon": 0.0}
-    elif tuple(rms["mean"].shape) != (obs_dim,) or tuple(rms["var"].shape) != (obs_dim,):
-        raise UsageError(f"the statistics in '{vecnormalize or obs_rms}' are for observations of shape {tuple(rms['mean'].shape)}, "
-                         f"{env_id} has ({obs_dim},); pass the ones saved with this teacher")
-    if sb3 and not vecnormalize:  # RL Zoo keeps them in <model folder>/<env>/vecnormalize.pkl
-        stem = os.path.splitext(path)[0]
-        found = [p for p in (os.path.join(stem, "vecnormalize.pkl"), os.path.join(os.path.dirname(path), "vecnormalize.pkl")) if os.path.isfile(p)]
-        if found:
-            print(f"warning: no --teacher-vecnormalize, but {found[0]} exists; without it the teacher sees raw observations",
-                  file=sys.stderr)
-    if continuous and not sb3 and not obs_rms:
-        print("warning: CleanRL's ppo_continuous_action.py trains on normalized observations whose statistics are not in its "
-              "state dict; without --teacher-obs-rms the teacher sees raw observations", file=sys.stderr)
-
-    def sequential(layers: list) -> dict:  # our mlp(): Linear layers at 0, 2, 4, ...
-        return {f"{2 * i}.{name}": t for i, (w, b) in enumerate(layers) for name, t in (("weight", w), ("bias", b))}
-
-    actor_state = {f"body.{k}": v for k, v in sequential(actor).items()}
-    if continuous:
-        actor_state["log_std"] = log_std.reshape(1, n_out)
-    ckpt = {"format_version": FORMAT_VERSION, "env_id": env_id, "domain": "mlp", "arch": kind.lower(),
-            "arch_config": {"hidden": hidden, "activation": activation}, "actor": actor_state, "critic": sequential(critic),
-            "obs_shape": [obs_dim], "action_space": space_dict(action_space), "obs_rms": rms,
-            "env_config": {"torso_mass_scale": 1.0, "mass_randomization": 0.0},
-            "args": {"imported_from": path, "vecnormalize": vecnormalize, "obs_rms": obs_rms}, "global_step": None, "eval": None}
-    try:
-        agent_from_checkpoint(ckpt)  # what is left to mismatch (a hidden layer that does not chain) shows here
-    except RuntimeError as e:
-        raise UsageError(f"'{path}' does not fit an MLP of hidden sizes {hidden} ({str(e).splitlines()[-1].strip()[:160]})")
-    return ckpt
-
-
-def per_teacher_files(flag: str, given, num_teachers: int) -> tuple:  # PPD
-    """--teacher-vecnormalize / --teacher-obs-rms as one entry per teacher (None: none), from none given or one per
-    --teacher ('none' or '' standing for a teacher without); UsageError otherwise."""
-    given = (given,) if isinstance(given, str) else tuple(given or ())
-    if not given:
-        return (None,) * num_teachers
-    if len(given) != num_teachers:
-        raise UsageError(f"{flag} was given {len(given)} time(s) for {num_teachers} teacher(s); give one per --teacher, in "
-                         "the same order ('none' for a teacher without), or none at all")
-    return tuple(None if f is None or f.strip().lower() in ("", "none") else f for f in given)
-
-
-def load_teacher(path: str, env_id: Optional[str], vecnormalize: Optional[str] = None, obs_rms: Optional[str] = None,  # PPD
-                 obs_shape=None, action_space=None) -> dict:
-    """A teacher as a checkpoint dict: a foreign one (.zip, .cleanrl_model) converted by import_teacher (which checks it
-    against env_id's own spaces), one of ours read by load_checkpoint (checked against obs_shape and action_space)."""
-    if path.endswith(FOREIGN_SUFFIXES):
-        return import_teacher(path, env_id, vecnormalize, obs_rms)
-    if vecnormalize or obs_rms:
-        raise UsageError(f"--teacher-vecnormalize and --teacher-obs-rms go with a foreign teacher (.zip, .cleanrl_model), not "
-                         f"'{path}', whose checkpoint holds its own statistics; give 'none' in its place")
-    return load_checkpoint(path, env_id, obs_shape, action_space)
+def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:  # PPD
+    """UsageError naming the converter when a teacher is a Stable-Baselines3 or CleanRL file, not a checkpoint."""
+    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]
+    if foreign:
+        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "
+                         f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} --output teacher.pt")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -899,7 +696,7 @@ def save_video(path: str, clips: list, ms_per_frame: float) -> None:
 # ----------------------------------------------------------------------------------------------------
 # Run folders
 # ----------------------------------------------------------------------------------------------------
-STRUCTURAL = ("env_id", "teacher", "teacher_vecnormalize", "teacher_obs_rms", "torso_mass_scale", "mass_randomization", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size",
+STRUCTURAL = ("env_id", "teacher", "torso_mass_scale", "mass_randomization", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size",
               "distill_coef", "kl_direction", "teacher_noise_std",
               "teacher_weight", "distill_coef_schedule", "teacher_return")  # PPD
 
@@ -948,9 +745,8 @@ def main(args: Args) -> dict:
             raise UsageError(f"--teacher-return must be a finite number, got {args.teacher_return}")  # PPD
         if args.env_id is not None:
             check_env_id(args.env_id)
-        args.teacher_vecnormalize = per_teacher_files("--teacher-vecnormalize", args.teacher_vecnormalize, len(args.teacher))  # PPD
-        args.teacher_obs_rms = per_teacher_files("--teacher-obs-rms", args.teacher_obs_rms, len(args.teacher))  # PPD
-        teacher_ckpt = load_teacher(args.teacher[0], args.env_id, args.teacher_vecnormalize[0], args.teacher_obs_rms[0])  # PPD: the first teacher sets the env
+        refuse_foreign_teachers(args.teacher, args.env_id)  # PPD: converted first, by ppd_tools/convert_teacher.py
+        teacher_ckpt = load_checkpoint(args.teacher[0], args.env_id)  # PPD: the first teacher sets the env
         args.env_id = args.env_id or teacher_ckpt["env_id"]  # PPD
         for name, off in (("torso_mass_scale", 1.0), ("mass_randomization", 0.0)):  # PPD: train where the teacher did
             if getattr(args, name) is None:  # PPD
@@ -965,11 +761,8 @@ def main(args: Args) -> dict:
                              f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
         num_minibatches, minibatch_size = minibatch_split(args.num_envs * args.num_steps, args.minibatch_size)
         envs = make_envs(args.env_id, args.num_envs, args.torso_mass_scale, args.mass_randomization)
-        teacher_ckpts = [teacher_ckpt if k == 0 and path.endswith(FOREIGN_SUFFIXES)  # PPD: imported above, against this env
-                         else load_teacher(path, args.env_id, vecnormalize, obs_rms, envs.single_observation_space.shape,  # PPD
-                                           envs.single_action_space)  # PPD
-                         for k, (path, vecnormalize, obs_rms)  # PPD
-                         in enumerate(zip(args.teacher, args.teacher_vecnormalize, args.teacher_obs_rms))]  # PPD: every teacher fits the env
+        teacher_ckpts = [load_checkpoint(path, args.env_id, envs.single_observation_space.shape,  # PPD
+                                         envs.single_action_space) for path in args.teacher]  # PPD: every teacher fits the env
         default_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         run_dir, resume_state = prepare_run(args, default_name)
     except UsageError as e:

@@ -525,6 +525,17 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Foreign teachers: a Stable-Baselines3 .zip or CleanRL .cleanrl_model is converted first by ppd_tools/convert_teacher.py
+# ----------------------------------------------------------------------------------------------------
+def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:  # PPD
+    """UsageError naming the converter when a teacher is a Stable-Baselines3 or CleanRL file, not a checkpoint."""
+    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]
+    if foreign:
+        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "
+                         f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} --output teacher.pt")
+
+
+# ----------------------------------------------------------------------------------------------------
 # PPO pieces
 # ----------------------------------------------------------------------------------------------------
 def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
@@ -642,10 +653,7 @@ def main(args: Args) -> dict:
             raise UsageError(f"--teacher-return must be a finite number, got {args.teacher_return}")  # PPD
         if args.env_id is not None:
             check_env_id(args.env_id)
-        foreign = [path for path in args.teacher if path.endswith((".zip", ".cleanrl_model"))]  # PPD
-        if foreign:  # PPD
-            raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; Procgen teachers are read only as "  # PPD
-                             "checkpoints of train_teacher.py (foreign teachers: ppd_mujoco.py, ppd_atari.py)")  # PPD
+        refuse_foreign_teachers(args.teacher, None)  # PPD: converted for its own env (MLP or Atari: not a Procgen one)
         teacher_ckpts = [load_checkpoint(args.teacher[0], env_id=args.env_id)]  # PPD: the first teacher sets the game
         args.env_id = args.env_id or teacher_ckpts[0]["env_id"]  # PPD
         teacher_ckpts += [load_checkpoint(path, env_id=args.env_id) for path in args.teacher[1:]]  # PPD

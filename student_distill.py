@@ -19,16 +19,13 @@ checkpoint format, so it can be the next teacher.
 
 import difflib
 import gc
-import io
 import json
 import math
 import os
-import pickle
 import random
 import signal
 import sys
 import time
-import zipfile
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
 
@@ -64,13 +61,9 @@ class Args:
 
     # General settings
     teacher: str = "teachers/Hopper-v5.pt"
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; it decides the env and domain), or a foreign teacher: a Stable-Baselines3 PPO `.zip` (RL Zoo) or a CleanRL PPO `.cleanrl_model` (these need --env-id), MLP policies or on Atari the Nature-CNN (CnnPolicy, ppo_atari.py; played with frame skip 4)"""
+    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; it decides the env and domain; a Stable-Baselines3 `.zip` or CleanRL `.cleanrl_model` teacher is converted first by `python -m ppd_tools.convert_teacher`)"""
     env_id: Optional[str] = None
-    """env id (default: the teacher's; if given it must be the teacher's; required for a foreign teacher)"""
-    teacher_vecnormalize: Optional[str] = None
-    """Stable-Baselines3 teacher (.zip) only: its VecNormalize statistics (`vecnormalize.pkl`, in RL Zoo next to the model); without them the teacher sees raw observations"""
-    teacher_obs_rms: Optional[str] = None
-    """CleanRL teacher (.cleanrl_model) only: a .npz with the `mean` and `var` of the NormalizeObservation wrapper it was trained with (ppo_continuous_action.py; they are not in the state dict); without it the teacher sees raw observations"""
+    """env id (default: the teacher's; if given it must be the teacher's)"""
     torso_mass_scale: Optional[float] = None
     """training envs only (MuJoCo): multiply the torso's mass by this (0.7: the seed report's 'source' Hopper); default: the teacher's setting; evaluation always uses the unmodified env"""
     mass_randomization: Optional[float] = None
@@ -774,237 +767,14 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Foreign teachers (issue #9): a Stable-Baselines3 PPO .zip or a CleanRL PPO .cleanrl_model with the libraries' MLP
-# policies, converted in memory into a checkpoint dict of the format above, so the rest of the script is unchanged
+# Foreign teachers: a Stable-Baselines3 .zip or CleanRL .cleanrl_model is converted first by ppd_tools/convert_teacher.py
 # ----------------------------------------------------------------------------------------------------
-FOREIGN_SUFFIXES = (".zip", ".cleanrl_model")
-
-
-class _Stub:
-    """Stands in for every non-numpy class of a pickled VecNormalize (SB3's own, gymnasium's spaces, ...): it keeps
-    the pickled attributes, and no code named in the file runs."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-
-
-class _VecNormalizeUnpickler(pickle.Unpickler):
-    """Reads SB3's vecnormalize.pkl without SB3: numpy arrays, dtypes and scalars are rebuilt, any other class is a
-    _Stub."""
-
-    NUMPY = ("_reconstruct", "_frombuffer", "scalar", "ndarray", "dtype")  # numpy.core.* / numpy._core.*
-    PLAIN = (("collections", "OrderedDict"), ("_codecs", "encode"))  # _codecs.encode: bytes in pickle protocol 2
-
-    def find_class(self, module: str, name: str):
-        if (module.split(".")[0] == "numpy" and name in self.NUMPY) or (module, name) in self.PLAIN:
-            return super().find_class(module, name)
-        return _Stub
-
-
-def vecnormalize_obs_rms(path: str) -> Optional[dict]:
-    """obs_rms of our format from SB3's VecNormalize.save() file, normalizing as SB3 does: clip((x - mean) /
-    sqrt(var + epsilon), -clip_obs, clip_obs); None if it did not normalize observations (norm_obs=False)."""
-    try:
-        with open(path, "rb") as f:
-            vec_normalize = _VecNormalizeUnpickler(f).load()
-        rms = vec_normalize.obs_rms
-        stats = {"mean": torch.tensor(np.asarray(rms.mean, np.float64)), "var": torch.tensor(np.asarray(rms.var, np.float64)),
-                 "count": float(rms.count), "clip": float(vec_normalize.clip_obs), "epsilon": float(vec_normalize.epsilon)}
-        return stats if vec_normalize.norm_obs else None
-    except Exception as e:  # missing, truncated, not a VecNormalize, a Dict observation space, ...
-        raise UsageError(f"cannot read --teacher-vecnormalize '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                         "pass the vecnormalize.pkl written by SB3's VecNormalize.save()")
-
-
-def npz_obs_rms(path: str) -> dict:
-    """obs_rms of our format from a .npz with `mean` and `var` (gymnasium's NormalizeObservation, as CleanRL uses it:
-    epsilon 1e-8, then clipped to +-10: our defaults)."""
-    try:
-        with np.load(path) as f:
-            return {"mean": torch.tensor(f["mean"].astype(np.float64)), "var": torch.tensor(f["var"].astype(np.float64)),
-                    "count": float(f["count"]) if "count" in f.files else 1.0}
-    except Exception as e:
-        raise UsageError(f"cannot read --teacher-obs-rms '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); pass a .npz "
-                         "with arrays `mean` and `var`: np.savez(path, mean=rms.mean, var=rms.var) of the NormalizeObservation's obs_rms")
-
-
-def linear_stack(state: dict, prefix: str) -> list:
-    """[(weight, bias), ...] of the nn.Sequential `prefix` of Linear layers with a parameter-free activation between
-    them (keys prefix.0.*, prefix.2.*, ...), taken out of state; [] if there is none."""
-    indices = sorted({int(k[len(prefix) + 1:].split(".")[0]) for k in state if k.startswith(prefix + ".")})
-    if indices != list(range(0, 2 * len(indices), 2)):
-        raise ValueError(f"'{prefix}' is not a stack of Linear layers and activations")
-    return [(state.pop(f"{prefix}.{i}.weight"), state.pop(f"{prefix}.{i}.bias")) for i in indices]
-
-
-def sb3_layout(state: dict, data: dict) -> tuple:
-    """(actor layers, log_std or None, critic layers, activation) of SB3's ActorCriticPolicy with an MLP extractor
-    (PPO's and A2C's MlpPolicy: separate pi and vf nets, a parameter-free Flatten as features extractor)."""
-    if data.get("use_sde"):
-        raise UsageError("the Stable-Baselines3 teacher uses gSDE (use_sde=True), whose noise these scripts cannot represent; "
-                         "use a teacher trained without gSDE")
-    activation_fn = str((data.get("policy_kwargs") or {}).get("activation_fn", "Tanh"))  # "<class '...ReLU'>"; absent: SB3's default
-    activation = activation_fn.rstrip("'>").split(".")[-1].lower()
-    if activation not in ACTIVATIONS:
-        raise UsageError(f"the Stable-Baselines3 teacher's activation is {activation_fn}; these scripts read {', '.join(ACTIVATIONS)}")
-    actor = linear_stack(state, "mlp_extractor.policy_net") + [(state.pop("action_net.weight"), state.pop("action_net.bias"))]
-    critic = linear_stack(state, "mlp_extractor.value_net") + [(state.pop("value_net.weight"), state.pop("value_net.bias"))]
-    return actor, state.pop("log_std", None), critic, activation
-
-
-def cleanrl_layout(state: dict, data: dict) -> tuple:
-    """The same of CleanRL's MLP Agents: ppo_continuous_action.py (actor_mean, actor_logstd, critic) and ppo.py (actor,
-    critic), 64-64 with Tanh by default."""
-    if "network.0.weight" in state:
-        raise UsageError("this is CleanRL's ppo_atari (Nature-CNN) teacher: pass the Atari --env-id it was trained on "
-                         "(e.g. BreakoutNoFrameskip-v4)")
-    continuous = "actor_logstd" in state
-    actor = linear_stack(state, "actor_mean" if continuous else "actor")
-    return actor, state.pop("actor_logstd", None), linear_stack(state, "critic"), "tanh"
-
-
-def nature_cnn_teacher(state: dict, path: str, kind: str, env_id: str) -> dict:
-    """Both libraries' default Atari actor-critic (SB3's CnnPolicy, CleanRL's ppo_atari.py) is the Nature-CNN (conv
-    32-64-64, fc 512, ReLU) on uint8 frames divided by 255, one trunk shared by a policy head and a value head: our
-    NatureCNN with those sizes; the trunk is copied into our separate actor and critic (SB3 with
-    share_features_extractor=False: its own two trunks). Played with frame skip 4, the libraries' default."""
-    if kind == "Stable-Baselines3":  # features_extractor is pi_features_extractor; vf_features_extractor is the same unless not shared
-        pi, vf = ("pi_features_extractor" if "pi_features_extractor.cnn.0.weight" in state else "features_extractor",
-                  "vf_features_extractor" if "vf_features_extractor.cnn.0.weight" in state else "features_extractor")
-        names = {"actor": {"convs.0": f"{pi}.cnn.0", "convs.2": f"{pi}.cnn.2", "convs.4": f"{pi}.cnn.4",
-                           "fc.0": f"{pi}.linear.0", "head": "action_net"},
-                 "critic": {"convs.0": f"{vf}.cnn.0", "convs.2": f"{vf}.cnn.2", "convs.4": f"{vf}.cnn.4",
-                            "fc.0": f"{vf}.linear.0", "head": "value_net"}}
-        ignored = ("features_extractor.", "pi_features_extractor.", "vf_features_extractor.")  # the same tensors again
-    else:  # ppo_atari.py: network = conv, ReLU, conv, ReLU, conv, ReLU, Flatten, Linear, ReLU; actor; critic
-        trunk = {"convs.0": "network.0", "convs.2": "network.2", "convs.4": "network.4", "fc.0": "network.7"}
-        names, ignored = {"actor": {**trunk, "head": "actor"}, "critic": {**trunk, "head": "critic"}}, ()
-    try:
-        nets = {net: {f"body.{ours}.{t}" if net == "actor" else f"{ours}.{t}": state[f"{theirs}.{t}"]
-                      for ours, theirs in layers.items() for t in ("weight", "bias")} for net, layers in names.items()}
-        used = {f"{theirs}.{t}" for layers in names.values() for theirs in layers.values() for t in ("weight", "bias")}
-        left = sorted(k for k in state if k not in used and not k.startswith(ignored))
-        if left:
-            raise KeyError(f"unexpected parameters {', '.join(left[:4])}")
-    except KeyError as e:
-        raise UsageError(f"'{path}' is not a {kind} PPO Nature-CNN policy of the layout these scripts read ({e.args[0]}); "
-                         "foreign Atari teachers are the library's default CnnPolicy / ppo_atari.py Agent")
-    actor = nets["actor"]
-    ckpt = {"format_version": FORMAT_VERSION, "env_id": env_id, "domain": "atari", "arch": kind.lower(),
-            "arch_config": {"cnn": "nature", "channels": [int(actor[f"body.convs.{i}.weight"].shape[0]) for i in (0, 2, 4)],
-                            "fc": int(actor["body.fc.0.weight"].shape[0])},
-            "actor": actor, "critic": nets["critic"], "obs_shape": [int(actor["body.convs.0.weight"].shape[1]), 84, 84],
-            "action_space": space_dict(gym.spaces.Discrete(int(actor["body.head.weight"].shape[0]))), "obs_rms": None,
-            "env_config": {"frame_skip": 4, "procgen_num_levels": 200, "procgen_start_level": 0, "procgen_distribution_mode": "easy"},
-            "args": {"imported_from": path}, "global_step": None, "eval": None}
-    try:
-        agent_from_checkpoint(ckpt)  # what is left to mismatch (a layer that does not chain) shows here
-    except RuntimeError as e:
-        raise UsageError(f"'{path}' does not fit a Nature-CNN on 84x84 frames ({str(e).splitlines()[-1].strip()[:160]})")
-    return ckpt
-
-
-def import_teacher(path: str, env_id: Optional[str], vecnormalize: Optional[str] = None, obs_rms: Optional[str] = None) -> dict:
-    """A Stable-Baselines3 PPO .zip (RL Zoo format) or a CleanRL PPO .cleanrl_model (torch.save(agent.state_dict()))
-    as a checkpoint dict of our format, checked against env_id: MLP policies, or on Atari the Nature-CNN. vecnormalize:
-    the SB3 teacher's VecNormalize file; obs_rms: a .npz of a CleanRL teacher's observation statistics; without them
-    the teacher sees raw observations.
-    Neither SB3 nor CleanRL needs to be installed. Raises UsageError with a one-line reason."""
-    sb3 = path.endswith(".zip")
-    kind = "Stable-Baselines3" if sb3 else "CleanRL"
-    if env_id is None:
-        raise UsageError(f"a {kind} teacher does not record its env reliably; pass --env-id (the env '{path}' was trained on)")
-    check_env_id(env_id)
-    domain = detect_domain(env_id)
-    if domain == "procgen":
-        raise UsageError(f"foreign teachers are read for flat-observation envs (MLP policies) and Atari (Nature-CNN), not "
-                         f"{env_id}; train a Procgen teacher with train_teacher.py")
-    if domain == "atari" and (vecnormalize or obs_rms):
-        raise UsageError("--teacher-vecnormalize and --teacher-obs-rms are for MLP teachers; an Atari teacher sees raw frames")
-    if (vecnormalize and not sb3) or (obs_rms and sb3):
-        raise UsageError("--teacher-vecnormalize goes with a Stable-Baselines3 teacher (.zip), --teacher-obs-rms with a "
-                         "CleanRL one (.cleanrl_model)")
-    if not os.path.isfile(path):
-        raise UsageError(f"teacher '{path}' does not exist")
-    try:
-        if sb3:  # model.save(): a JSON `data` (partly cloudpickled: not used) and the policy's state dict
-            with zipfile.ZipFile(path) as archive:
-                data = json.loads(archive.read("data"))
-                state = torch.load(io.BytesIO(archive.read("policy.pth")), map_location="cpu", weights_only=True)
-        else:
-            data, state = {}, torch.load(path, map_location="cpu", weights_only=True)
-        state = dict(state)
-    except Exception as e:
-        raise UsageError(f"cannot read {kind} teacher '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); pass "
-                         + ("a model .zip written by SB3's model.save()" if sb3 else "torch.save(agent.state_dict()) of CleanRL's PPO"))
-    if domain == "atari":
-        return nature_cnn_teacher(state, path, kind, env_id)
-    try:
-        actor, log_std, critic, activation = (sb3_layout if sb3 else cleanrl_layout)(state, data)
-        if not actor or not critic or state:
-            raise ValueError(f"unexpected parameters {', '.join(sorted(state)[:4])}" if state else "no actor or critic layers")
-    except (KeyError, ValueError) as e:
-        raise UsageError(f"'{path}' is not a {kind} PPO MLP policy of the layout these scripts read ({e}); "
-                         "foreign teachers are the library's MLP actor-critic (any hidden sizes, Tanh or ReLU)")
-
-    env = gym.make(env_id)
-    obs_space, action_space = env.observation_space, env.action_space
-    env.close()
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1 \
-            or not isinstance(action_space, (gym.spaces.Box, gym.spaces.Discrete)):
-        raise UsageError(f"{env_id} has spaces {obs_space}, {action_space}; foreign teachers need flat Box observations "
-                         "and Box or Discrete actions")
-    continuous = isinstance(action_space, gym.spaces.Box)
-    obs_dim, n_out = obs_space.shape[0], int(np.prod(action_space.shape)) if continuous else int(action_space.n)
-    if (log_std is not None) != continuous:
-        raise UsageError(f"'{path}' holds a {'Gaussian' if log_std is not None else 'categorical'} policy, {env_id} has "
-                         f"action space {action_space}; pass the --env-id it was trained on")
-    dims = (actor[0][0].shape[1], actor[-1][0].shape[0])
-    if dims != (obs_dim, n_out) or (continuous and log_std.numel() != n_out):
-        raise UsageError(f"'{path}' maps {dims[0]} observations to {dims[1]} action {'dims' if continuous else 'logits'}, "
-                         f"{env_id} has {obs_dim} and {n_out}; pass the --env-id it was trained on")
-    hidden = [w.shape[0] for w, _ in actor[:-1]]
-    if [w.shape[0] for w, _ in critic[:-1]] != hidden:
-        raise UsageError(f"'{path}' has actor hidden sizes {hidden} and critic {[w.shape[0] for w, _ in critic[:-1]]}; "
-                         "these scripts' networks have one size for both")
-
-    rms = vecnormalize_obs_rms(vecnormalize) if vecnormalize else npz_obs_rms(obs_rms) if obs_rms else None
-    if rms is None:  # raw observations: normalize() is the identity (no epsilon, no clipping)
-        rms = {"mean": torch.zeros(obs_dim, dtype=torch.float64), "var": torch.ones(obs_dim, dtype=torch.float64),
-               "count": 0.0, "clip": float("inf"), "epsilon": 0.0}
-    elif tuple(rms["mean"].shape) != (obs_dim,) or tuple(rms["var"].shape) != (obs_dim,):
-        raise UsageError(f"the statistics in '{vecnormalize or obs_rms}' are for observations of shape {tuple(rms['mean'].shape)}, "
-                         f"{env_id} has ({obs_dim},); pass the ones saved with this teacher")
-    if sb3 and not vecnormalize:  # RL Zoo keeps them in <model folder>/<env>/vecnormalize.pkl
-        stem = os.path.splitext(path)[0]
-        found = [p for p in (os.path.join(stem, "vecnormalize.pkl"), os.path.join(os.path.dirname(path), "vecnormalize.pkl")) if os.path.isfile(p)]
-        if found:
-            print(f"warning: no --teacher-vecnormalize, but {found[0]} exists; without it the teacher sees raw observations",
-                  file=sys.stderr)
-    if continuous and not sb3 and not obs_rms:
-        print("warning: CleanRL's ppo_continuous_action.py trains on normalized observations whose statistics are not in its "
-              "state dict; without --teacher-obs-rms the teacher sees raw observations", file=sys.stderr)
-
-    def sequential(layers: list) -> dict:  # our mlp(): Linear layers at 0, 2, 4, ...
-        return {f"{2 * i}.{name}": t for i, (w, b) in enumerate(layers) for name, t in (("weight", w), ("bias", b))}
-
-    actor_state = {f"body.{k}": v for k, v in sequential(actor).items()}
-    if continuous:
-        actor_state["log_std"] = log_std.reshape(1, n_out)
-    ckpt = {"format_version": FORMAT_VERSION, "env_id": env_id, "domain": "mlp", "arch": kind.lower(),
-            "arch_config": {"hidden": hidden, "activation": activation}, "actor": actor_state, "critic": sequential(critic),
-            "obs_shape": [obs_dim], "action_space": space_dict(action_space), "obs_rms": rms,
-            "env_config": {"torso_mass_scale": 1.0, "mass_randomization": 0.0},
-            "args": {"imported_from": path, "vecnormalize": vecnormalize, "obs_rms": obs_rms}, "global_step": None, "eval": None}
-    try:
-        agent_from_checkpoint(ckpt)  # what is left to mismatch (a hidden layer that does not chain) shows here
-    except RuntimeError as e:
-        raise UsageError(f"'{path}' does not fit an MLP of hidden sizes {hidden} ({str(e).splitlines()[-1].strip()[:160]})")
-    return ckpt
+def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:
+    """UsageError naming the converter when a teacher is a Stable-Baselines3 or CleanRL file, not a checkpoint."""
+    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]
+    if foreign:
+        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "
+                         f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} --output teacher.pt")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1179,7 +949,7 @@ def save_video(path: str, clips: list, ms_per_frame: float) -> None:
 # ----------------------------------------------------------------------------------------------------
 # Run folders
 # ----------------------------------------------------------------------------------------------------
-STRUCTURAL = ("env_id", "teacher", "teacher_vecnormalize", "teacher_obs_rms", "torso_mass_scale", "mass_randomization",
+STRUCTURAL = ("env_id", "teacher", "torso_mass_scale", "mass_randomization",
               "student_arch", "seed", "num_envs", "num_steps", "kl_direction", "teacher_noise_std", "restart_games_at_checkpoint")
 
 
@@ -1219,13 +989,8 @@ def main(args: Args) -> dict:
         check_ranges(args, FLAG_RANGES)
         if args.env_id is not None:
             check_env_id(args.env_id)  # a typo gets the closest known ids
-        if args.teacher.endswith(FOREIGN_SUFFIXES):  # a Stable-Baselines3 or CleanRL teacher, as our checkpoint
-            teacher_ckpt = import_teacher(args.teacher, args.env_id, args.teacher_vecnormalize, args.teacher_obs_rms)
-        elif args.teacher_vecnormalize or args.teacher_obs_rms:
-            raise UsageError("--teacher-vecnormalize and --teacher-obs-rms go with a foreign teacher (.zip, .cleanrl_model); "
-                             "a checkpoint of these scripts holds its own statistics")
-        else:
-            teacher_ckpt = load_checkpoint(args.teacher, env_id=args.env_id)
+        refuse_foreign_teachers((args.teacher,), args.env_id)  # converted first, by ppd_tools/convert_teacher.py
+        teacher_ckpt = load_checkpoint(args.teacher, env_id=args.env_id)
         args.env_id = args.env_id or teacher_ckpt["env_id"]
         domain, env_config = teacher_ckpt["domain"], teacher_ckpt["env_config"]
         for name, off in (("torso_mass_scale", 1.0), ("mass_randomization", 0.0)):  # train where the teacher did

@@ -33,3 +33,8 @@ def run_script(script: str, *args: str, timeout: float = 120) -> subprocess.Comp
     return subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)], cwd=REPO, env=script_env(),
                           capture_output=True, text=True, timeout=timeout)
 
+
+def run_module(module: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` (a tool of ppd_tools) to the end, as run_script does for a script."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=script_env(),
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,6 +1,8 @@
 """Golden outputs of short CPU runs of every script, in every domain it serves (issue 16: a refactoring changes no
 number). Each case runs one script in-process for a few rollouts and compares, bit for bit, a sha256 of its final
 parameters and its eval.json (without the command line; temporary paths replaced) with tests/golden/<case>.json.
+The SB3 case converts the teacher's .zip with ppd_tools/convert_teacher.py first and distills from the .pt; its golden
+file was recorded when the scripts imported the .zip themselves, so only the teacher's file name differs (.pt for .zip).
 A change of numbers is its own named commit, with the golden files remade by
 
     python tests/test_golden.py            # rewrites tests/golden/*.json from the scripts as they are
@@ -50,16 +52,21 @@ CASES = {  # name: (script module, Args fields); "<atari>", "<procgen>", "<sb3-h
 
 
 def teacher(name: str, folder: str) -> str:
-    """A teacher file that is not shipped: a tiny untrained pixel agent, or an SB3 PPO Hopper policy (.zip)."""
-    path = os.path.join(folder, name.strip("<>") + (".zip" if "sb3" in name else ".pt"))
+    """A teacher file that is not shipped: a tiny untrained pixel agent, or an SB3 PPO Hopper policy (.zip) converted
+    by ppd_tools/convert_teacher.py (.pt)."""
+    path = os.path.join(folder, name.strip("<>") + ".pt")
     if not os.path.exists(path):
         if "sb3" in name:
             from test_teacher_import import SB3_CASES, SB3Teacher
 
             import pathlib
 
+            from ppd_tools import convert_teacher
+
             SB3Teacher(pathlib.Path(folder), "Hopper-v5", *SB3_CASES["Hopper-v5"])
-            os.replace(os.path.join(folder, "Hopper-v5.zip"), path)
+            sb3_zip = path.removesuffix(".pt") + ".zip"
+            os.replace(os.path.join(folder, "Hopper-v5.zip"), sb3_zip)
+            convert_teacher.main(convert_teacher.Args(sb3_zip, env_id="Hopper-v5", output=path))
         else:
             from test_ppd_pixels import save_tiny_teacher
 
@@ -101,6 +108,11 @@ def folder(tmp_path_factory):
 def test_short_runs_give_the_golden_numbers_bit_for_bit(name, folder):
     with open(os.path.join(GOLDEN, f"{name}.json")) as f:
         golden = json.load(f)
+    if name == "ppd_mujoco-sb3":  # recorded from the .zip itself; now from the .pt that convert_teacher made of it
+        golden["eval"]["teacher_checkpoint"] = golden["eval"]["teacher_checkpoint"].replace(".zip", ".pt")
+        golden["eval"]["teacher_checkpoints"] = [path.replace(".zip", ".pt")
+                                                 for path in golden["eval"]["teacher_checkpoints"]]
+        assert golden["eval"]["teacher_checkpoints"] == ["<tmp>/sb3-hopper.pt"]
     got = run_case(name, folder)
     assert got["eval"] == golden["eval"]
     assert got["params_sha256"] == golden["params_sha256"]

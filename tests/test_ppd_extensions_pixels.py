@@ -116,8 +116,10 @@ def test_bad_teacher_lists_are_one_line_errors_before_anything_is_written(domain
     assert not (tmp_path / "out").exists()
 
 
-def test_procgen_refuses_a_foreign_teacher_file_with_one_line(tmp_path):
-    (tmp_path / "agent.cleanrl_model").write_bytes(b"anything")
-    result = run_script("ppd_procgen.py", "--teacher", tmp_path / "agent.cleanrl_model", "--output-dir", tmp_path / "out")
-    assert_refused(result, "agent.cleanrl_model", "train_teacher.py", "ppd_atari.py")
+def test_procgen_refuses_a_foreign_teacher_file_with_one_line_naming_the_converter(tmp_path):
+    path = tmp_path / "agent.cleanrl_model"
+    path.write_bytes(b"anything")
+    result = run_script("ppd_procgen.py", "--teacher", path, "--output-dir", tmp_path / "out")
+    assert_refused(result, f"error: '{path}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "
+                   f"ppd_tools.convert_teacher {path} --env-id <env> --output teacher.pt")
     assert not (tmp_path / "out").exists()

@@ -1,8 +1,10 @@
-"""Bring your own teacher (issue #9): a Stable-Baselines3 PPO .zip (with its VecNormalize statistics) and a CleanRL PPO
-state dict, imported by student_distill.py / teacher_distill.py / ppd_mujoco.py, give the very action distributions and
-values that the library's own policy gives on the same raw observations; the scripts distill from them and carry the
-teacher's normalization into the student; ppd_mujoco.py mixes them with other teachers, each on its own normalization;
-bad files are refused with one line before anything is written.
+"""Bring your own teacher (issue #9, issue 16): a Stable-Baselines3 PPO .zip (with its VecNormalize statistics) and a
+CleanRL PPO state dict, converted by `python -m ppd_tools.convert_teacher` and read by student_distill.py /
+teacher_distill.py / ppd_mujoco.py, give the very action distributions and values that the library's own policy gives
+on the same raw observations; the scripts distill from them and carry the teacher's normalization into the student;
+ppd_mujoco.py mixes them with other teachers, each on its own normalization; bad files are refused by the converter with
+one line before anything is written, an existing output is kept; a script given the .zip itself points to the converter
+in one line and writes nothing.
 
 The SB3 teachers are built here (untrained, every parameter perturbed so no layer is at its initial value);
 stable-baselines3 comes from requirements-test.txt (a missing package fails these tests, it does not skip them).
@@ -20,15 +22,23 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import REPO, run_script, script_env
+from conftest import REPO, run_module, run_script, script_env
 from torch.distributions import Categorical, Normal
 
 import ppd_mujoco as pm
 import student_distill as sd
 import teacher_distill as td
+from ppd_tools import convert_teacher as ct
 
 MODULES = pytest.mark.parametrize("module", [sd, td, pm], ids=["student_distill", "teacher_distill", "ppd_mujoco"])
 CARTPOLE_TEACHER = os.path.join(REPO, "teachers", "CartPole-v1.pt")
+
+
+def convert(*flags) -> dict:
+    """The converter in-process, its flags parsed as on its command line; returns the checkpoint it wrote."""
+    import tyro
+
+    return ct.main(tyro.cli(ct.Args, args=[str(f) for f in flags]))
 
 
 def raw_observations(env_id: str, n: int = 300) -> np.ndarray:
@@ -116,11 +126,27 @@ def sb3_teachers(tmp_path_factory):
     return {env_id: SB3Teacher(folder, env_id, *case) for env_id, case in SB3_CASES.items()}
 
 
+@pytest.fixture(scope="module")
+def converted(sb3_teachers, tmp_path_factory):
+    """env id: the .pt that the command `python -m ppd_tools.convert_teacher` made of its SB3 teacher (and VecNormalize)"""
+    folder = tmp_path_factory.mktemp("converted")
+    paths = {}
+    for env_id, teacher in sb3_teachers.items():
+        paths[env_id] = str(folder / f"{env_id}.pt")
+        result = run_module("ppd_tools.convert_teacher", teacher.zip, "--env-id", env_id, "--output", paths[env_id],
+                            *(["--vecnormalize", teacher.vecnormalize] if teacher.vecnormalize else []))
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"wrote {paths[env_id]}: the Stable-Baselines3 teacher of {env_id}")
+        assert "ppd_mujoco.py" in lines[0] and ("VecNormalize" in lines[0]) == (teacher.vecnormalize is not None)
+    return paths
+
+
 @MODULES
 @pytest.mark.parametrize("env_id", list(SB3_CASES))
-def test_sb3_teacher_gives_sb3s_own_action_distribution_and_value(module, env_id, sb3_teachers):
+def test_sb3_teacher_gives_sb3s_own_action_distribution_and_value(module, env_id, sb3_teachers, converted):
     teacher, raw = sb3_teachers[env_id], raw_observations(env_id)
-    ckpt = module.import_teacher(teacher.zip, env_id, teacher.vecnormalize)
+    ckpt = module.load_checkpoint(converted[env_id], env_id)  # the converted file, as the script reads its --teacher
     assert ckpt["arch_config"] == ({"hidden": [32, 32], "activation": "relu"} if env_id == "Hopper-v5"
                                    else {"hidden": [64, 64], "activation": "tanh"})  # SB3's default for PPO
     assert_same(imported_outputs(module, ckpt, raw), teacher.outputs(raw))
@@ -133,8 +159,8 @@ def test_sb3_teacher_gives_sb3s_own_action_distribution_and_value(module, env_id
 def test_sb3_teacher_is_read_without_stable_baselines3_installed(sb3_teachers):
     teacher = sb3_teachers["Pendulum-v1"]
     code = ("import sys; sys.modules['stable_baselines3'] = None  # any import of it fails\n"
-            "import student_distill as sd\n"
-            f"ckpt = sd.import_teacher({teacher.zip!r}, 'Pendulum-v1', {teacher.vecnormalize!r})\n"
+            "from ppd_tools import convert_teacher as ct\n"
+            f"ckpt = ct.import_teacher({teacher.zip!r}, 'Pendulum-v1', {teacher.vecnormalize!r})\n"
             "import json; print(json.dumps([ckpt['obs_rms']['clip'], ckpt['obs_rms']['mean'].tolist()]))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -150,11 +176,10 @@ class RunsACommand:
         return os.system, (f"touch {self.marker}",)
 
 
-@MODULES
-def test_vecnormalize_file_runs_no_code_of_its_own(module, tmp_path):
+def test_vecnormalize_file_runs_no_code_of_its_own(tmp_path):
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps(RunsACommand(tmp_path / "ran")))
-    with pytest.raises(module.UsageError, match="cannot read --teacher-vecnormalize"):
-        module.vecnormalize_obs_rms(str(tmp_path / "evil.pkl"))
+    with pytest.raises(ct.UsageError, match="cannot read --vecnormalize"):
+        ct.vecnormalize_obs_rms(str(tmp_path / "evil.pkl"))
     assert not (tmp_path / "ran").exists()
 
 
@@ -173,14 +198,15 @@ def own_return(policy, env_id: str = "Pendulum-v1", seed: int = 1 + 10_000) -> f
 
 
 @pytest.mark.parametrize("script", list(SHORT_RUN))
-def test_script_distills_from_an_sb3_teacher_and_its_student_keeps_the_teachers_normalization(script, sb3_teachers, tmp_path):
+def test_script_distills_from_a_converted_sb3_teacher_and_its_student_keeps_the_teachers_normalization(
+        script, sb3_teachers, converted, tmp_path):
     teacher = sb3_teachers["Pendulum-v1"]
-    result = run_script(script, "--teacher", teacher.zip, "--teacher-vecnormalize", teacher.vecnormalize, "--env-id",
-                        "Pendulum-v1", "--num-envs", 2, "--total-timesteps", 100, "--eval-episodes", 1, "--no-cuda",
-                        "--output-dir", tmp_path, "--run-name", "run", *SHORT_RUN[script])
+    result = run_script(script, "--teacher", converted["Pendulum-v1"], "--env-id", "Pendulum-v1", "--num-envs", 2,
+                        "--total-timesteps", 100, "--eval-episodes", 1, "--no-cuda", "--output-dir", tmp_path,
+                        "--run-name", "run", *SHORT_RUN[script])
     assert result.returncode == 0, result.stderr[-2000:]
     evaluation = json.loads((tmp_path / "run" / "eval.json").read_text())
-    assert evaluation["teacher_checkpoint"] == teacher.zip
+    assert evaluation["teacher_checkpoint"] == converted["Pendulum-v1"]
 
     # the teacher's score is that of SB3's own deterministic policy on the same evaluation episode (seed + 10000)
     total = own_return(lambda obs: teacher.model.predict(teacher.normalize(obs[None]), deterministic=True)[0][0])
@@ -262,18 +288,20 @@ def test_cleanrl_continuous_teacher_gives_cleanrls_own_action_distribution_and_v
         x = np.clip(wrapper.observation(raw), -10, 10)  # CleanRL: NormalizeObservation, then clipped to +-10
     else:
         x = raw
-    ckpt = module.import_teacher(str(tmp_path / "hopper.cleanrl_model"), "Hopper-v5",
-                                 obs_rms=str(tmp_path / "obs_rms.npz") if with_stats else None)
+    convert(tmp_path / "hopper.cleanrl_model", "--env-id", "Hopper-v5", "--output", tmp_path / "hopper.pt",
+            *(["--obs-rms", tmp_path / "obs_rms.npz"] if with_stats else []))
+    ckpt = module.load_checkpoint(str(tmp_path / "hopper.pt"), "Hopper-v5")
     with torch.no_grad():
         assert_same(imported_outputs(module, ckpt, raw), agent.outputs(torch.as_tensor(x)))
-    assert ("without --teacher-obs-rms" in capsys.readouterr().err) != with_stats  # warned only without the statistics
+    assert ("without --obs-rms" in capsys.readouterr().err) != with_stats  # warned only without the statistics
 
 
 @MODULES
 def test_cleanrl_discrete_teacher_gives_cleanrls_own_probabilities_and_value(module, tmp_path):
     agent = cleanrl_teacher(tmp_path / "cartpole.cleanrl_model", CleanRLDiscreteAgent(4, 2))
     raw = raw_observations("CartPole-v1")
-    ckpt = module.import_teacher(str(tmp_path / "cartpole.cleanrl_model"), "CartPole-v1")
+    convert(tmp_path / "cartpole.cleanrl_model", "--env-id", "CartPole-v1", "--output", tmp_path / "cartpole.pt")
+    ckpt = module.load_checkpoint(str(tmp_path / "cartpole.pt"), "CartPole-v1")
     with torch.no_grad():
         assert_same(imported_outputs(module, ckpt, raw), agent.outputs(torch.as_tensor(raw)))
 
@@ -287,22 +315,23 @@ def test_our_checkpoints_still_build_relu_networks(module):
 
 
 # ----------------------------------------------------------------------------------------------------
-# ppd_mujoco.py: a foreign teacher among several, each with its own statistics (--teacher-vecnormalize and
-# --teacher-obs-rms once per --teacher, 'none' in the place of a teacher without)
+# ppd_mujoco.py: converted foreign teachers among several, each with the statistics it was converted with
 # ----------------------------------------------------------------------------------------------------
-def test_ppd_mujoco_distills_from_an_sb3_and_a_cleanrl_teacher_each_on_its_own_normalization(sb3_teachers, tmp_path):
+def test_ppd_mujoco_distills_from_an_sb3_and_a_cleanrl_teacher_each_on_its_own_normalization(sb3_teachers, converted,
+                                                                                             tmp_path):
     sb3 = sb3_teachers["Pendulum-v1"]
     cleanrl = cleanrl_teacher(tmp_path / "pendulum.cleanrl_model", CleanRLContinuousAgent(3, 1))
     wrapper = normalize_observation_stats("Pendulum-v1")
     np.savez(tmp_path / "obs_rms.npz", mean=wrapper.obs_rms.mean, var=wrapper.obs_rms.var)
-    result = run_script("ppd_mujoco.py", "--env-id", "Pendulum-v1",
-                        "--teacher", sb3.zip, "--teacher-vecnormalize", sb3.vecnormalize, "--teacher-obs-rms", "none",
-                        "--teacher", tmp_path / "pendulum.cleanrl_model", "--teacher-vecnormalize", "none",
-                        "--teacher-obs-rms", tmp_path / "obs_rms.npz", "--num-envs", 2, "--total-timesteps", 100,
-                        "--eval-episodes", 1, "--no-cuda", "--output-dir", tmp_path, "--run-name", "run", *SHORT_RUN["ppd_mujoco.py"])
+    convert(tmp_path / "pendulum.cleanrl_model", "--env-id", "Pendulum-v1", "--obs-rms", tmp_path / "obs_rms.npz",
+            "--output", tmp_path / "pendulum_cleanrl.pt")
+    result = run_script("ppd_mujoco.py", "--env-id", "Pendulum-v1", "--teacher", converted["Pendulum-v1"],
+                        "--teacher", tmp_path / "pendulum_cleanrl.pt", "--num-envs", 2, "--total-timesteps", 100,
+                        "--eval-episodes", 1, "--no-cuda", "--output-dir", tmp_path, "--run-name", "run",
+                        *SHORT_RUN["ppd_mujoco.py"])
     assert result.returncode == 0, result.stderr[-2000:]
     evaluation = json.loads((tmp_path / "run" / "eval.json").read_text())
-    assert evaluation["teacher_checkpoints"] == [sb3.zip, str(tmp_path / "pendulum.cleanrl_model")]
+    assert evaluation["teacher_checkpoints"] == [converted["Pendulum-v1"], str(tmp_path / "pendulum_cleanrl.pt")]
 
     # each teacher scores what the library's own policy scores on its own normalization: SB3's VecNormalize (clip 5),
     # CleanRL's NormalizeObservation then clipped to +-10
@@ -338,41 +367,39 @@ def bad_files(tmp_path_factory, sb3_teachers):
 
 def bad_cases(files, sb3):
     pendulum, cartpole = sb3["Pendulum-v1"], sb3["CartPole-v1"]
-    return {  # flags: words the error line must hold
-        "no env id": (["--teacher", pendulum.zip], ["--env-id"]),
-        "other env": (["--teacher", cartpole.zip, "--env-id", "Acrobot-v1"], ["maps 4 observations to 2", "Acrobot-v1 has 6 and 3"]),
-        "discrete env for a Gaussian": (["--teacher", pendulum.zip, "--env-id", "CartPole-v1"], ["Gaussian", "--env-id"]),
-        "pixel env": (["--teacher", cartpole.zip, "--env-id", "procgen:coinrun"], ["procgen:coinrun"]),
-        "not a zip": (["--teacher", files / "garbage.zip", "--env-id", "Pendulum-v1"], ["cannot read Stable-Baselines3", "model.save()"]),
-        "gSDE": (["--teacher", files / "gsde.zip", "--env-id", "Pendulum-v1"], ["gSDE"]),
-        "other env's statistics": (["--teacher", pendulum.zip, "--env-id", "Pendulum-v1", "--teacher-vecnormalize",
-                                    cartpole.vecnormalize], ["shape (4,)", "Pendulum-v1 has (3,)"]),
-        "not a VecNormalize": (["--teacher", pendulum.zip, "--env-id", "Pendulum-v1", "--teacher-vecnormalize",
-                                files / "garbage.pkl"], ["cannot read --teacher-vecnormalize", "VecNormalize.save()"]),
-        "CleanRL Atari": (["--teacher", files / "atari.cleanrl_model", "--env-id", "Pendulum-v1"], ["ppo_atari", "Atari --env-id"]),
-        "unknown layout": (["--teacher", files / "sac.cleanrl_model", "--env-id", "Pendulum-v1"], ["is not a CleanRL PPO MLP policy"]),
-        "statistics for our checkpoint": (["--teacher", CARTPOLE_TEACHER, "--teacher-vecnormalize", cartpole.vecnormalize],
-                                          ["foreign teacher"]),
-        "obs-rms for SB3": (["--teacher", pendulum.zip, "--env-id", "Pendulum-v1", "--teacher-obs-rms", files / "x.npz"],
-                            ["--teacher-obs-rms", "CleanRL"]),
+    return {  # converter flags (but --output): words the error line must hold
+        "no env id": ([pendulum.zip], ["--env-id"]),
+        "other env": ([cartpole.zip, "--env-id", "Acrobot-v1"], ["maps 4 observations to 2", "Acrobot-v1 has 6 and 3"]),
+        "discrete env for a Gaussian": ([pendulum.zip, "--env-id", "CartPole-v1"], ["Gaussian", "--env-id"]),
+        "pixel env": ([cartpole.zip, "--env-id", "procgen:coinrun"], ["procgen:coinrun"]),
+        "unknown env": ([cartpole.zip, "--env-id", "CartPol-v1"], ["closest known ids", "CartPole-v1"]),
+        "not a zip": ([files / "garbage.zip", "--env-id", "Pendulum-v1"], ["cannot read Stable-Baselines3", "model.save()"]),
+        "missing": ([files / "nothing.zip", "--env-id", "Pendulum-v1"], ["does not exist"]),
+        "gSDE": ([files / "gsde.zip", "--env-id", "Pendulum-v1"], ["gSDE"]),
+        "other env's statistics": ([pendulum.zip, "--env-id", "Pendulum-v1", "--vecnormalize", cartpole.vecnormalize],
+                                   ["shape (4,)", "Pendulum-v1 has (3,)"]),
+        "not a VecNormalize": ([pendulum.zip, "--env-id", "Pendulum-v1", "--vecnormalize", files / "garbage.pkl"],
+                               ["cannot read --vecnormalize", "VecNormalize.save()"]),
+        "CleanRL Atari": ([files / "atari.cleanrl_model", "--env-id", "Pendulum-v1"], ["ppo_atari", "Atari --env-id"]),
+        "unknown layout": ([files / "sac.cleanrl_model", "--env-id", "Pendulum-v1"], ["is not a CleanRL PPO MLP policy"]),
+        "our own checkpoint": ([CARTPOLE_TEACHER, "--env-id", "CartPole-v1"], ["needs no conversion", "--teacher"]),
+        "obs-rms for SB3": ([pendulum.zip, "--env-id", "Pendulum-v1", "--obs-rms", files / "x.npz"], ["--obs-rms", "CleanRL"]),
+        "vecnormalize for CleanRL": ([files / "sac.cleanrl_model", "--env-id", "Pendulum-v1", "--vecnormalize",
+                                     cartpole.vecnormalize], ["--vecnormalize", "Stable-Baselines3"]),
     }
 
 
-BAD_CASE_NAMES = ["no env id", "other env", "discrete env for a Gaussian", "pixel env", "not a zip", "gSDE",
-                  "other env's statistics", "not a VecNormalize", "CleanRL Atari", "unknown layout",
-                  "statistics for our checkpoint", "obs-rms for SB3"]
+BAD_CASE_NAMES = ["no env id", "other env", "discrete env for a Gaussian", "pixel env", "unknown env", "not a zip",
+                  "missing", "gSDE", "other env's statistics", "not a VecNormalize", "CleanRL Atari", "unknown layout",
+                  "our own checkpoint", "obs-rms for SB3", "vecnormalize for CleanRL"]
 
 
-@MODULES
 @pytest.mark.parametrize("case", BAD_CASE_NAMES)
-def test_bad_foreign_teacher_is_refused_with_one_line_before_anything_is_written(module, case, bad_files, sb3_teachers,
+def test_bad_foreign_teacher_is_refused_with_one_line_before_anything_is_written(case, bad_files, sb3_teachers,
                                                                                   tmp_path, capsys):
-    import tyro
-
     flags, words = bad_cases(bad_files, sb3_teachers)[case]
-    args = tyro.cli(module.Args, args=[str(f) for f in flags] + ["--output-dir", str(tmp_path / "out"), "--no-cuda"])
     with pytest.raises(SystemExit) as refused:
-        module.main(args)
+        convert(*flags, "--output", tmp_path / "out" / "teacher.pt")
     assert refused.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), lines
@@ -381,15 +408,91 @@ def test_bad_foreign_teacher_is_refused_with_one_line_before_anything_is_written
     assert not (tmp_path / "out").exists()
 
 
-def test_ppd_mujoco_refuses_teacher_statistics_not_given_once_per_teacher(tmp_path, capsys):
-    import tyro
+def test_converter_command_refuses_in_one_line_and_writes_nothing(sb3_teachers, tmp_path):
+    for flags, words in [([sb3_teachers["Pendulum-v1"].zip, "--output", tmp_path / "t.pt"], ["--env-id"]),
+                         ([sb3_teachers["Pendulum-v1"].zip, "--env-id", "Pendulum-v1"], ["pass --output"]),
+                         ([sb3_teachers["Pendulum-v1"].zip, "--env-id", "Pendulum-v1", "--output", tmp_path / "t.zip"],
+                          ["--output", "teacher.pt"])]:
+        result = run_module("ppd_tools.convert_teacher", *flags)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+        assert all(word in lines[0] for word in words), (words, lines[0])
+        assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
 
-    args = tyro.cli(pm.Args, args=["--teacher", "a.zip", "--teacher", "b.zip", "--teacher-vecnormalize", "a.pkl", "--env-id",
-                                   "Pendulum-v1", "--output-dir", str(tmp_path / "out"), "--no-cuda"],
-                    config=(tyro.conf.UseAppendAction,))
+
+def test_converter_help_documents_every_flag():
+    import dataclasses
+    import re
+
+    result = run_module("ppd_tools.convert_teacher", "--help")
+    assert result.returncode == 0 and result.stdout.startswith("usage: python -m ppd_tools.convert_teacher"), result.stderr
+    entries, flag = {}, None  # flag -> the text of its entry in the help boxes (a description may wrap)
+    for line in result.stdout.replace("│", " ").splitlines():
+        m = re.match(r" {1,3}(?:-h, )?(--[\w-]+|SOURCE)(.*)", line)
+        if m:
+            flag, entries[m.group(1)] = m.group(1), m.group(2)
+        elif flag and re.match(r" {10,}\S", line):
+            entries[flag] += " " + line.strip()
+    fields = ["SOURCE" if f.name == "source" else "--" + f.name.replace("_", "-") for f in dataclasses.fields(ct.Args)]
+    assert fields == ["SOURCE", "--env-id", "--vecnormalize", "--obs-rms", "--output", "--force"]
+    undocumented = [f for f in fields if not re.search(r"[a-z]{3,}.*\((default:|required)", re.sub(r"\{[^}]*\}", "", entries.get(f, "")))]
+    assert not undocumented, (undocumented, result.stdout)
+
+
+def test_converter_keeps_an_existing_output_unless_forced(sb3_teachers, tmp_path, capsys):
+    teacher, output = sb3_teachers["CartPole-v1"], tmp_path / "teacher.pt"
+    output.write_bytes(b"someone's file")
     with pytest.raises(SystemExit) as refused:
-        pm.main(args)
+        convert(teacher.zip, "--env-id", "CartPole-v1", "--vecnormalize", teacher.vecnormalize, "--output", output)
     assert refused.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "--teacher-vecnormalize was given 1 time(s) for 2 teacher(s)" in lines[0], lines
+    assert len(lines) == 1 and "already exists" in lines[0] and "--force" in lines[0], lines
+    assert output.read_bytes() == b"someone's file" and sorted(p.name for p in tmp_path.iterdir()) == ["teacher.pt"]
+
+    convert(teacher.zip, "--env-id", "CartPole-v1", "--vecnormalize", teacher.vecnormalize, "--output", output, "--force")
+    assert capsys.readouterr().out.startswith(f"wrote {output}: ")
+    ckpt = torch.load(output, weights_only=True)
+    assert ckpt["env_id"] == "CartPole-v1" and ckpt["arch"] == "stable-baselines3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher.pt"]  # written in place: no temporary file left
+
+
+# ----------------------------------------------------------------------------------------------------
+# a script given the foreign file itself: one line naming the converter, nothing written
+# ----------------------------------------------------------------------------------------------------
+POINTER = ("is a Stable-Baselines3 / CleanRL file; convert it first: python -m ppd_tools.convert_teacher {path} --env-id "
+           "{env} --output teacher.pt")
+
+
+@MODULES
+@pytest.mark.parametrize("suffix", [".zip", ".cleanrl_model"])
+def test_script_given_a_foreign_teacher_points_to_the_converter_in_one_line(module, suffix, sb3_teachers, tmp_path,
+                                                                           capsys):
+    import tyro
+
+    path = sb3_teachers["Pendulum-v1"].zip if suffix == ".zip" else str(tmp_path / "agent.cleanrl_model")
+    args = tyro.cli(module.Args, args=["--teacher", path, "--env-id", "Pendulum-v1", "--output-dir",
+                                       str(tmp_path / "out"), "--no-cuda"])
+    with pytest.raises(SystemExit) as refused:
+        module.main(args)
+    assert refused.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: '{path}' " + POINTER.format(path=path, env="Pendulum-v1")]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("script", ["student_distill.py", "ppd_mujoco.py"])
+def test_script_command_given_an_sb3_zip_points_to_the_converter_and_writes_nothing(script, sb3_teachers, tmp_path):
+    path = sb3_teachers["CartPole-v1"].zip
+    teachers = ["--teacher", CARTPOLE_TEACHER, "--teacher", path] if script == "ppd_mujoco.py" else ["--teacher", path]
+    result = run_script(script, *teachers, "--output-dir", tmp_path / "out")  # ppd_mujoco.py: the second of two teachers
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: '{path}' " + POINTER.format(path=path, env="<env>")]
+    assert not (tmp_path / "out").exists()
+
+
+def test_scripts_no_longer_take_the_statistics_flags(tmp_path):
+    result = run_script("ppd_mujoco.py", "--teacher", "x.zip", "--teacher-vecnormalize", "v.pkl", "--output-dir",
+                        tmp_path / "out")
+    assert result.returncode == 2 and "--teacher-vecnormalize" in result.stderr
     assert not (tmp_path / "out").exists()

@@ -1,7 +1,9 @@
-"""Bring your own Atari teacher (issue #9): ppd_atari.py, student_distill.py and teacher_distill.py read a
-Stable-Baselines3 PPO .zip (CnnPolicy, as the RL Zoo's Atari agents) and a CleanRL ppo_atari.py state dict, both the
-Nature-CNN actor-critic with one trunk; the imported teacher gives the library's own action probabilities and value on
-the same Pong frames, the scripts distill from it, and bad files are refused with one line before anything is written.
+"""Bring your own Atari teacher (issue #9, issue 16): `python -m ppd_tools.convert_teacher` converts a Stable-Baselines3
+PPO .zip (CnnPolicy, as the RL Zoo's Atari agents) and a CleanRL ppo_atari.py state dict, both the Nature-CNN
+actor-critic with one trunk, into a checkpoint that ppd_atari.py, student_distill.py and teacher_distill.py read; the
+converted teacher gives the library's own action probabilities and value on the same Pong frames, the scripts distill
+from it, bad files are refused by the converter with one line before anything is written, and ppd_atari.py given the
+foreign file itself points to the converter in one line.
 
 The CleanRL network is ppo_atari.py's Agent, written out below; the SB3 teachers are SB3's own PPO
 (stable-baselines3 comes from requirements-test.txt). About 40 s here, most of it in the script run.
@@ -16,15 +18,29 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import run_script
+from conftest import run_module, run_script
 from torch.distributions import Categorical
 
 import ppd_atari
 import student_distill as sd
 import teacher_distill as td
+from ppd_tools import convert_teacher as ct
 
 MODULES = pytest.mark.parametrize("module", [ppd_atari, sd, td], ids=["ppd_atari", "student_distill", "teacher_distill"])
 ENV_ID = "PongNoFrameskip-v4"  # 6 actions
+
+
+def convert(*flags) -> dict:
+    """The converter in-process, its flags parsed as on its command line; returns the checkpoint it wrote."""
+    import tyro
+
+    return ct.main(tyro.cli(ct.Args, args=[str(f) for f in flags]))
+
+
+def converted(module, source, folder) -> dict:
+    """`source` converted for Pong into folder/teacher.pt, read back as `module` reads its --teacher."""
+    convert(source, "--env-id", ENV_ID, "--output", folder / "teacher.pt", "--force")
+    return module.load_checkpoint(str(folder / "teacher.pt"), ENV_ID)
 
 
 def pong_frames(n_envs: int = 4, steps: int = 60) -> np.ndarray:
@@ -102,7 +118,7 @@ def assert_same(ours, theirs):
 @MODULES
 def test_cleanrl_atari_teacher_gives_cleanrls_own_probabilities_and_value(module, frames, tmp_path):
     agent = cleanrl_teacher(tmp_path / "pong.cleanrl_model")
-    ckpt = module.import_teacher(str(tmp_path / "pong.cleanrl_model"), ENV_ID)
+    ckpt = converted(module, tmp_path / "pong.cleanrl_model", tmp_path)
     assert ckpt["arch_config"] == {"cnn": "nature", "channels": [32, 64, 64], "fc": 512}
     assert ckpt["env_config"]["frame_skip"] == 4 and ckpt["obs_shape"] == [4, 84, 84]
     ours = imported_outputs(module, ckpt, frames)
@@ -136,9 +152,9 @@ def sb3_teacher(request, tmp_path_factory):
 
 
 @MODULES
-def test_sb3_atari_teacher_gives_sb3s_own_probabilities_and_value(module, sb3_teacher, frames):
+def test_sb3_atari_teacher_gives_sb3s_own_probabilities_and_value(module, sb3_teacher, frames, tmp_path):
     model, path, shared = sb3_teacher
-    ckpt = module.import_teacher(path, ENV_ID)
+    ckpt = converted(module, path, tmp_path)
     assert ckpt["arch_config"] == {"cnn": "nature", "channels": [32, 64, 64], "fc": 512}
     x = torch.as_tensor(frames)
     with torch.no_grad():
@@ -149,9 +165,15 @@ def test_sb3_atari_teacher_gives_sb3s_own_probabilities_and_value(module, sb3_te
 
 
 @pytest.mark.parametrize("script", ["ppd_atari.py", "student_distill.py"])
-def test_script_distills_from_a_cleanrl_atari_teacher(script, tmp_path):
+def test_script_distills_from_a_converted_cleanrl_atari_teacher(script, tmp_path):
     cleanrl_teacher(tmp_path / "pong.cleanrl_model")
-    result = run_script(script, "--teacher", tmp_path / "pong.cleanrl_model", "--env-id", ENV_ID,
+    result = run_module("ppd_tools.convert_teacher", tmp_path / "pong.cleanrl_model", "--env-id", ENV_ID, "--output",
+                        tmp_path / "pong.pt")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines() == [
+        f"wrote {tmp_path / 'pong.pt'}: the CleanRL teacher of {ENV_ID} (Nature-CNN 32-64-64 fc 512, 6 actions, frame skip "
+        f"4); distill from it with --teacher {tmp_path / 'pong.pt'} (ppd_atari.py, student_distill.py, teacher_distill.py)"]
+    result = run_script(script, "--teacher", tmp_path / "pong.pt", "--env-id", ENV_ID,
                         "--student-arch", "smaller", "--num-envs", "2", "--num-steps", "16", "--total-timesteps", "64",
                         *(["--minibatch-size", "16"] if script == "ppd_atari.py" else []), "--eval-episodes", "1",
                         "--output-dir", tmp_path, "--run-name", "run", timeout=300)
@@ -161,7 +183,7 @@ def test_script_distills_from_a_cleanrl_atari_teacher(script, tmp_path):
     model = ppd_atari.load_checkpoint(str(tmp_path / "run" / "model.pt"))
     assert model["env_config"]["frame_skip"] == 4  # the foreign teacher's env: SB3's and CleanRL's frame skip
     teacher = model["args"]["teacher"]  # ppd_atari.py: the tuple of its teachers
-    assert (teacher if isinstance(teacher, str) else teacher[0]).endswith("pong.cleanrl_model") and model["global_step"] == 64
+    assert (teacher if isinstance(teacher, str) else teacher[0]).endswith("pong.pt") and model["global_step"] == 64
     assert model["domain"] == "atari" and model["arch_config"]["cnn"] == "nature"
 
 
@@ -191,38 +213,45 @@ def bad_files(tmp_path_factory):
     return folder
 
 
-BAD_CASES = {  # flags: words the error line must hold
-    "no env id": (["--teacher", "{bad}/four_actions.cleanrl_model"], ["--env-id"]),
-    "other action space": (["--teacher", "{bad}/four_actions.cleanrl_model", "--env-id", ENV_ID],
-                           ["action space", "'n': 4", "'n': 6"]),
-    "MLP policy": (["--teacher", "{bad}/mlp.cleanrl_model", "--env-id", ENV_ID], ["not a CleanRL PPO Nature-CNN", "ppo_atari.py"]),
-    "SB3 with net_arch": (["--teacher", "{bad}/net_arch.zip", "--env-id", ENV_ID],
+BAD_CASES = {  # converter flags (but --output): words the error line must hold
+    "no env id": (["{bad}/four_actions.cleanrl_model"], ["--env-id"]),
+    "other action space": (["{bad}/four_actions.cleanrl_model", "--env-id", ENV_ID], ["action space", "'n': 4", "'n': 6"]),
+    "MLP policy": (["{bad}/mlp.cleanrl_model", "--env-id", ENV_ID], ["not a CleanRL PPO Nature-CNN", "ppo_atari.py"]),
+    "SB3 with net_arch": (["{bad}/net_arch.zip", "--env-id", ENV_ID],
                           ["not a Stable-Baselines3 PPO Nature-CNN", "mlp_extractor.policy_net.0"]),
-    "not a zip": (["--teacher", "{bad}/garbage.zip", "--env-id", ENV_ID], ["cannot read Stable-Baselines3", "model.save()"]),
-    "truncated": (["--teacher", "{bad}/truncated.cleanrl_model", "--env-id", ENV_ID], ["cannot read CleanRL"]),
-    "missing": (["--teacher", "{bad}/nothing.zip", "--env-id", ENV_ID], ["does not exist"]),
-    "unknown game": (["--teacher", "{bad}/four_actions.cleanrl_model", "--env-id", "PonNoFrameskip-v4"], ["closest known", "PongNoFrameskip-v4"]),
+    "not a zip": (["{bad}/garbage.zip", "--env-id", ENV_ID], ["cannot read Stable-Baselines3", "model.save()"]),
+    "truncated": (["{bad}/truncated.cleanrl_model", "--env-id", ENV_ID], ["cannot read CleanRL"]),
+    "missing": (["{bad}/nothing.zip", "--env-id", ENV_ID], ["does not exist"]),
+    "unknown game": (["{bad}/four_actions.cleanrl_model", "--env-id", "PonNoFrameskip-v4"],
+                     ["closest known", "PongNoFrameskip-v4"]),
+    "statistics for an Atari teacher": (["{bad}/four_actions.cleanrl_model", "--env-id", ENV_ID, "--obs-rms", "{bad}/x.npz"],
+                                        ["--obs-rms", "raw frames"]),
 }
-BASELINE_CASES = {  # student_distill.py and teacher_distill.py only (ppd_atari.py has no such flag)
-    "statistics for an Atari teacher": (["--teacher", "{bad}/four_actions.cleanrl_model", "--env-id", ENV_ID,
-                                         "--teacher-obs-rms", "{bad}/x.npz"], ["--teacher-obs-rms", "raw frames"]),
-}
 
 
-@pytest.mark.parametrize("module, case", [(m, c) for m in (ppd_atari, sd, td) for c in BAD_CASES]
-                         + [(m, c) for m in (sd, td) for c in BASELINE_CASES],
-                         ids=lambda x: x.__name__ if hasattr(x, "__name__") else x)
-def test_bad_foreign_atari_teacher_is_refused_with_one_line_before_anything_is_written(module, case, bad_files, tmp_path, capsys):
-    import tyro
-
-    flags, words = {**BAD_CASES, **BASELINE_CASES}[case]
-    flags = [f.format(bad=bad_files) for f in flags]
-    args = tyro.cli(module.Args, args=flags + ["--output-dir", str(tmp_path / "out"), "--no-cuda"])
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_foreign_atari_teacher_is_refused_with_one_line_before_anything_is_written(case, bad_files, tmp_path, capsys):
+    flags, words = BAD_CASES[case]
     with pytest.raises(SystemExit) as refused:
-        module.main(args)
+        convert(*[f.format(bad=bad_files) for f in flags], "--output", tmp_path / "out" / "teacher.pt")
     assert refused.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), lines
     for word in words:
         assert word in lines[0], (word, lines[0])
+    assert not (tmp_path / "out").exists()
+
+
+def test_ppd_atari_given_a_foreign_teacher_points_to_the_converter_in_one_line(bad_files, tmp_path, capsys):
+    import tyro
+
+    path = str(bad_files / "four_actions.cleanrl_model")
+    args = tyro.cli(ppd_atari.Args, args=["--teacher", path, "--env-id", ENV_ID, "--output-dir", str(tmp_path / "out"),
+                                          "--no-cuda"])
+    with pytest.raises(SystemExit) as refused:
+        ppd_atari.main(args)
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: '{path}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m ppd_tools.convert_teacher "
+        f"{path} --env-id {ENV_ID} --output teacher.pt"]
     assert not (tmp_path / "out").exists()
