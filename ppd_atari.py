@@ -664,66 +664,6 @@ def eval_summary(returns: list, truncated: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Video (--capture-video): one greedy game of each policy, side by side, as an animated GIF
-# ----------------------------------------------------------------------------------------------------
-VIDEO_FPS, VIDEO_HEIGHT = 25, 240  # frames shown per second (at most), pixel height of each clip
-
-
-def record_episode(actor: Actor, env_id: str, frame_skip: int, seed: int, device, seconds: float) -> tuple:
-    """Color screens (uint8 [210, 160, 3]) of the first `seconds` of one greedy game; returns (frames, raw score over
-    those steps, milliseconds per frame). The policy sees the usual 84x84 gray stack; the screens come from a second
-    env with the same seed, stepped with the same actions (the ALE is deterministic given both: checked every step on
-    the reward and the lives, and by tests/test_capture_video.py on the pictures)."""
-    envs = make_envs(env_id, 1, seed, frame_skip, eval_mode=True)
-    screen = make_envs(env_id, 1, seed, frame_skip, eval_mode=True, screen=True)
-    (obs, _), (rgb, _) = envs.reset(seed=seed), screen.reset(seed=seed)
-    fps = 60 / frame_skip  # agent steps per second of game time (the ALE runs at 60 frames/s)
-    every = max(1, round(fps / VIDEO_FPS))
-    frames, total = [rgb[0, 0]], 0.0
-    actor.eval()
-    for t in range(1, max(1, int(seconds * fps)) + 1):
-        with torch.no_grad():
-            action = greedy_action(actor(torch.as_tensor(obs, device=device))).cpu().numpy()
-        obs, reward, _, _, info = envs.step(action)
-        rgb, screen_reward, _, _, screen_info = screen.step(action)
-        if reward[0] != screen_reward[0] or info["lives"][0] != screen_info["lives"][0]:
-            print(f"warning: the video's screen env left the policy's game at step {t}; the clip ends there", file=sys.stderr)
-            break
-        total += float(reward[0])
-        if info["_episode"][0]:  # game over: rgb is already the next game's first screen
-            break
-        if t % every == 0:
-            frames.append(rgb[0, 0])
-    envs.close()
-    screen.close()
-    return frames, total, 1000 * every / fps
-
-
-def save_video(path: str, clips: list, ms_per_frame: float) -> None:
-    """Animated GIF (Pillow) of the labelled clips [(label, frames)] side by side, each scaled to VIDEO_HEIGHT and
-    headed by its label; a clip that ends early holds its last frame. Written atomically."""
-    from PIL import Image, ImageDraw  # imported here: only --capture-video needs Pillow
-
-    def scaled(frame: np.ndarray) -> np.ndarray:
-        width = round(frame.shape[1] * VIDEO_HEIGHT / frame.shape[0])
-        return np.asarray(Image.fromarray(frame).resize((width, VIDEO_HEIGHT), Image.Resampling.BILINEAR))
-
-    clips = [(label, [scaled(f) for f in frames]) for label, frames in clips]
-    images = []
-    for t in range(max(len(frames) for _, frames in clips)):
-        row = [np.pad(frames[min(t, len(frames) - 1)], ((16, 0), (0, 4), (0, 0)), constant_values=255) for _, frames in clips]
-        image = Image.fromarray(np.concatenate(row, axis=1)[:, :-4])  # white label band on top, 4-pixel gaps
-        x = 0
-        for (label, _), column in zip(clips, row):
-            ImageDraw.Draw(image).text((x + 3, 2), label, fill=(0, 0, 0))
-            x += column.shape[1]
-        images.append(image)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=max(20, round(ms_per_frame)), loop=0)
-    os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------------------------------
 # Run folders
 # ----------------------------------------------------------------------------------------------------
 STRUCTURAL = ("env_id", "teacher", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size",
@@ -767,6 +707,11 @@ def main(args: Args) -> dict:
     # ---- everything that can be wrong with the input is checked before any training or writing
     try:
         check_ranges(args, FLAG_RANGES)
+        if args.capture_video:  # films with ppd_tools/video.py, imported only for this feature
+            try:
+                from ppd_tools.video import film  # noqa: F401  (the ALE always draws its screen: nothing else to check)
+            except ImportError:
+                raise UsageError("--capture-video needs the repository's ppd_tools/ folder beside this script")
         if args.distill_coef < 0:  # PPD
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
         args.teacher = (args.teacher,) if isinstance(args.teacher, str) else (tuple(args.teacher) or (DEFAULT_TEACHER,))  # PPD
@@ -1053,12 +998,13 @@ def main(args: Args) -> dict:
     evaluation["fraction_of_teacher"] = student_score / teacher_score if teacher_score != 0 else None
     evaluation["fraction_of_teacher_measure"] = measure
     if args.capture_video:  # same env seed as the evaluation's first game
-        clips = [(name, *record_episode(actor, args.env_id, env_config["frame_skip"], args.seed + 10_000, device, args.video_seconds))
-                 for name, actor in [(f"teacher{'' if len(teachers) == 1 else f' {k}'}", teacher.actor)  # PPD
-                                     for k, teacher in enumerate(teachers)] + [(f"student ({args.student_arch})", agent.actor)]]
-        save_video(os.path.join(run_dir, "video.gif"), [(f"{name}: {ret:.0f}", frames) for name, frames, ret, _ in clips], clips[0][3])
-        evaluation["video"] = {"file": "video.gif", "seconds": args.video_seconds, "seed": args.seed + 10_000,
-                               "clip_returns": {name: ret for name, _, ret, _ in clips}}
+        from ppd_tools.video import film
+
+        policies = [(f"teacher{'' if len(teachers) == 1 else f' {k}'}", teacher.actor, None)  # PPD
+                    for k, teacher in enumerate(teachers)]  # PPD
+        policies.append((f"student ({args.student_arch})", agent.actor, None))
+        evaluation["video"] = film(os.path.join(run_dir, "video.gif"), policies, args.env_id, "atari", env_config,
+                                   args.seed + 10_000, device, args.video_seconds)
     evaluation["command"] = " ".join(["python"] + sys.argv)
 
     model_eval = {"env_id": args.env_id, "arch": args.student_arch, "seed": args.seed, "global_step": global_step,

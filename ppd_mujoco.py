@@ -17,7 +17,6 @@ lists the whole method. With `--distill-coef 0` the script is PPO, number for nu
 """
 
 import difflib
-import gc
 import json
 import math
 import os
@@ -38,10 +37,6 @@ from tqdm import tqdm
 
 # the distributions' argument checks are pure overhead on every policy call: the networks give valid parameters
 torch.distributions.Distribution.set_default_validate_args(False)
-# --capture-video on a Linux machine without a display: MuJoCo draws through EGL unless MUJOCO_GL says otherwise
-# (gymnasium tries GLFW first, and that failed attempt can leave OpenGL unusable for the backends after it)
-if sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-    os.environ.setdefault("MUJOCO_GL", "egl")
 
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
 DEFAULT_TEACHER = "teachers/Hopper-v5.pt"  # PPD
@@ -613,87 +608,6 @@ def eval_summary(returns: list, truncated: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Video (--capture-video): one greedy episode of each policy, side by side, as an animated GIF
-# ----------------------------------------------------------------------------------------------------
-VIDEO_FPS, VIDEO_HEIGHT = 25, 240  # frames shown per second, pixel height of each clip
-
-
-def make_render_env(env_id: str) -> gym.Env:
-    """The env drawing itself; MuJoCo envs through their model's 'track' camera, which follows the robot (gymnasium's
-    default free camera stays where the episode began, and a hopper leaves the picture within a second)."""
-    try:
-        return gym.make(env_id, render_mode="rgb_array", camera_name="track")
-    except TypeError:  # not a MuJoCo env: no camera_name
-        return gym.make(env_id, render_mode="rgb_array")
-
-
-def check_renders(env_id: str) -> None:
-    """Fail before training, not after it, when the env cannot draw itself (a missing renderer)."""
-    try:
-        env = make_render_env(env_id)
-        env.reset(seed=0)
-        env.render()
-        env.close()
-        return
-    except Exception as e:  # gymnasium's DependencyNotInstalled, a missing OpenGL, ...
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}"
-    env, hook, sys.unraisablehook = None, sys.unraisablehook, lambda unraisable: None
-    gc.collect()  # the half-made renderer goes now, without the tracebacks its destructors print at exit
-    sys.unraisablehook = hook
-    raise UsageError(f"--capture-video: {env_id} cannot render ({reason}); "
-                         "install its renderer (classic control: `pip install pygame`; MuJoCo: EGL, `apt-get install libegl1`, "
-                         "or OSMesa, `apt-get install libosmesa6` and MUJOCO_GL=osmesa) or leave out --capture-video")
-
-
-def record_episode(actor: Actor, env_id: str, seed: int, device, obs_rms, seconds: float) -> tuple:
-    """Frames (uint8 [H, W, 3]) of the first `seconds` of one greedy episode in the unmodified env, every k-th step
-    so that they play at about VIDEO_FPS; returns (frames, return over those steps, milliseconds per frame)."""
-    env = make_render_env(env_id)
-    fps = env.metadata.get("render_fps") or VIDEO_FPS  # env steps per second of the env's time
-    every = max(1, round(fps / VIDEO_FPS))
-    obs, _ = env.reset(seed=seed)
-    frames, total, done = [env.render()], 0.0, False
-    actor.eval()
-    for t in range(1, max(1, int(seconds * fps)) + 1):
-        with torch.no_grad():
-            action = greedy_action(actor(torch.as_tensor(obs_rms.normalize(obs[None]), device=device)))[0].cpu().numpy()
-        if actor.continuous:
-            action = np.clip(action, env.action_space.low, env.action_space.high)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        total += float(reward)
-        if t % every == 0 or terminated or truncated:
-            frames.append(env.render())
-        if terminated or truncated:
-            break
-    env.close()
-    return frames, total, 1000 * every / fps
-
-
-def save_video(path: str, clips: list, ms_per_frame: float) -> None:
-    """Animated GIF (Pillow) of the labelled clips [(label, frames)] side by side, each scaled to VIDEO_HEIGHT and
-    headed by its label; a clip that ends early holds its last frame. Written atomically."""
-    from PIL import Image, ImageDraw  # imported here: only --capture-video needs Pillow
-
-    def scaled(frame: np.ndarray) -> np.ndarray:
-        width = round(frame.shape[1] * VIDEO_HEIGHT / frame.shape[0])
-        return np.asarray(Image.fromarray(frame).resize((width, VIDEO_HEIGHT), Image.Resampling.BILINEAR))
-
-    clips = [(label, [scaled(f) for f in frames]) for label, frames in clips]
-    images = []
-    for t in range(max(len(frames) for _, frames in clips)):
-        row = [np.pad(frames[min(t, len(frames) - 1)], ((16, 0), (0, 4), (0, 0)), constant_values=255) for _, frames in clips]
-        image = Image.fromarray(np.concatenate(row, axis=1)[:, :-4])  # white label band on top, 4-pixel gaps
-        x = 0
-        for (label, _), column in zip(clips, row):
-            ImageDraw.Draw(image).text((x + 3, 2), label, fill=(0, 0, 0))
-            x += column.shape[1]
-        images.append(image)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=max(20, round(ms_per_frame)), loop=0)
-    os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------------------------------
 # Run folders
 # ----------------------------------------------------------------------------------------------------
 STRUCTURAL = ("env_id", "teacher", "torso_mass_scale", "mass_randomization", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size",
@@ -752,8 +666,13 @@ def main(args: Args) -> dict:
             if getattr(args, name) is None:  # PPD
                 setattr(args, name, teacher_ckpt["env_config"].get(name, off))  # PPD
         check_mass_options(args.env_id, args.torso_mass_scale, args.mass_randomization)
-        if args.capture_video:
-            check_renders(args.env_id)
+        if args.capture_video:  # films with ppd_tools/video.py, imported only for this feature
+            try:
+                from ppd_tools.video import video_problem
+            except ImportError:
+                raise UsageError("--capture-video needs the repository's ppd_tools/ folder beside this script")
+            if problem := video_problem(args.env_id, "mlp"):
+                raise UsageError(f"--capture-video: {problem}; or leave out --capture-video")
         if args.gamma is None:
             args.gamma = 0.995 if any(k in args.env_id for k in ("Swimmer", "Hopper")) else 0.999
         if args.total_timesteps < args.num_envs * args.num_steps:
@@ -1028,14 +947,13 @@ def main(args: Args) -> dict:
                                         for ckpt, rms in zip(teacher_ckpts, teacher_obs_rms)]  # PPD
         evaluation["teacher_clean"] = evaluation["teachers_clean"][0]  # PPD
     if args.capture_video:  # same env seed as the evaluation's first episode
-        clips = [(f"teacher{'' if len(teachers) == 1 else f' {k}'}", *record_episode(  # PPD
-            teacher.actor, args.env_id, args.seed + 10_000, device, rms, args.video_seconds))  # PPD
-            for k, (teacher, rms) in enumerate(zip(teachers, teacher_obs_rms))]  # PPD
-        clips.append((f"student ({args.student_arch})",
-                      *record_episode(agent.actor, args.env_id, args.seed + 10_000, device, obs_rms, args.video_seconds)))
-        save_video(os.path.join(run_dir, "video.gif"), [(f"{name}: {ret:.0f}", frames) for name, frames, ret, _ in clips], clips[0][3])
-        evaluation["video"] = {"file": "video.gif", "seconds": args.video_seconds, "seed": args.seed + 10_000,
-                               "clip_returns": {name: ret for name, _, ret, _ in clips}}
+        from ppd_tools.video import film
+
+        policies = [(f"teacher{'' if len(teachers) == 1 else f' {k}'}", teacher.actor, rms)  # PPD
+                    for k, (teacher, rms) in enumerate(zip(teachers, teacher_obs_rms))]  # PPD
+        policies.append((f"student ({args.student_arch})", agent.actor, obs_rms))
+        evaluation["video"] = film(os.path.join(run_dir, "video.gif"), policies, args.env_id, "mlp", {},
+                                   args.seed + 10_000, device, args.video_seconds)
     atomic_save(model_dict(agent, args, obs_shape, action_space, obs_rms, global_step, student_eval),
                 os.path.join(run_dir, "model.pt"))
     atomic_save(evaluation, os.path.join(run_dir, "eval.json"), as_json=True)

@@ -23,7 +23,6 @@ checkpoint format, so it can be the next teacher.
 """
 
 import difflib
-import gc
 import json
 import math
 import os
@@ -44,10 +43,6 @@ from tqdm import tqdm
 
 # the distributions' argument checks are pure overhead on every policy call: the networks give valid parameters
 torch.distributions.Distribution.set_default_validate_args(False)
-# --capture-video on a Linux machine without a display: MuJoCo draws through EGL unless MUJOCO_GL says otherwise
-# (gymnasium tries GLFW first, and that failed attempt can leave OpenGL unusable for the backends after it)
-if sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-    os.environ.setdefault("MUJOCO_GL", "egl")
 
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
 ACTING_NOTE = ("teacher-distill: the teacher's sampled actions drive the environments, so charts/episodic_return and the "
@@ -842,119 +837,6 @@ def human_normalized(env_id: str, score: float) -> Optional[float]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Video (--capture-video): one greedy episode of each policy, side by side, as an animated GIF
-# ----------------------------------------------------------------------------------------------------
-VIDEO_FPS, VIDEO_HEIGHT = 25, 240  # frames shown per second (at most), pixel height of each clip
-
-
-def make_render_env(env_id: str) -> gym.Env:
-    """The env drawing itself; MuJoCo envs through their model's 'track' camera, which follows the robot (gymnasium's
-    default free camera stays where the episode began, and a hopper leaves the picture within a second)."""
-    try:
-        return gym.make(env_id, render_mode="rgb_array", camera_name="track")
-    except TypeError:  # not a MuJoCo env: no camera_name
-        return gym.make(env_id, render_mode="rgb_array")
-
-
-def check_renders(env_id: str, domain: str) -> None:
-    """Fail before training, not after it, when no video can be made (a missing renderer, a domain without videos)."""
-    if domain == "procgen":
-        raise UsageError("--capture-video covers the MLP and Atari domains; Procgen's frames are its 64x64 observations. "
-                         "Leave out --capture-video")
-    if domain == "atari":
-        return  # the ALE always draws its screen
-    try:
-        env = make_render_env(env_id)
-        env.reset(seed=0)
-        env.render()
-        env.close()
-        return
-    except Exception as e:  # gymnasium's DependencyNotInstalled, a missing OpenGL, ...
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}"
-    env, hook, sys.unraisablehook = None, sys.unraisablehook, lambda unraisable: None
-    gc.collect()  # the half-made renderer goes now, without the tracebacks its destructors print at exit
-    sys.unraisablehook = hook
-    raise UsageError(f"--capture-video: {env_id} cannot render ({reason}); "
-                         "install its renderer (classic control: `pip install pygame`; MuJoCo: EGL, `apt-get install libegl1`, "
-                         "or OSMesa, `apt-get install libosmesa6` and MUJOCO_GL=osmesa) or leave out --capture-video")
-
-
-def record_episode(actor: Actor, env_id: str, domain: str, env_config: dict, seed: int, device, obs_rms,
-                   seconds: float) -> tuple:
-    """Frames (uint8 [H, W, 3]) of the first `seconds` of one greedy episode in the unmodified env, every k-th step so
-    that they play at about VIDEO_FPS; returns (frames, return over those steps, milliseconds per frame).
-    Atari: the policy sees the usual 84x84 gray stack; the color screens come from a second env with the same seed,
-    stepped with the same actions (the ALE is deterministic given both: checked every step on the reward and the
-    lives, and by tests/test_capture_video.py on the pictures)."""
-    if domain == "atari":
-        frame_skip = env_config.get("frame_skip", 4)
-        env = make_atari_envs(env_id, 1, seed, frame_skip, eval_mode=True)
-        screen = make_atari_envs(env_id, 1, seed, frame_skip, eval_mode=True, screen=True)
-        (obs, _), (rgb, _) = env.reset(seed=seed), screen.reset(seed=seed)
-        fps = 60 / frame_skip  # agent steps per second (the ALE runs at 60 frames/s)
-        render = lambda: rgb[0, 0]  # noqa: E731 (the latest screen: rgb is reassigned below)
-    else:
-        env = make_render_env(env_id)
-        obs, _ = env.reset(seed=seed)
-        obs, fps, render = obs[None], env.metadata.get("render_fps") or VIDEO_FPS, env.render
-    every = max(1, round(fps / VIDEO_FPS))
-    frames, total = [render()], 0.0
-    actor.eval()
-    for t in range(1, max(1, int(seconds * fps)) + 1):
-        x = obs_rms.normalize(obs) if obs_rms is not None else obs
-        with torch.no_grad():
-            action = greedy_action(actor(torch.as_tensor(x, device=device))).cpu().numpy()
-        if domain == "atari":
-            obs, reward, _, _, info = env.step(action)
-            rgb, screen_reward, _, _, screen_info = screen.step(action)
-            if reward[0] != screen_reward[0] or info["lives"][0] != screen_info["lives"][0]:
-                print(f"warning: the video's screen env left the policy's game at step {t}; the clip ends there", file=sys.stderr)
-                break
-            done = bool(info["_episode"][0])  # game over: rgb is already the next game's first screen
-            total += float(reward[0])
-            if done:
-                break
-        else:
-            if actor.continuous:
-                action = np.clip(action, env.action_space.low, env.action_space.high)
-            obs, reward, terminated, truncated, _ = env.step(action[0])
-            obs, done = obs[None], terminated or truncated
-            total += float(reward)
-        if t % every == 0 or done:
-            frames.append(render())
-        if done:
-            break
-    env.close()
-    if domain == "atari":
-        screen.close()
-    return frames, total, 1000 * every / fps
-
-
-def save_video(path: str, clips: list, ms_per_frame: float) -> None:
-    """Animated GIF (Pillow) of the labelled clips [(label, frames)] side by side, each scaled to VIDEO_HEIGHT and
-    headed by its label; a clip that ends early holds its last frame. Written atomically."""
-    from PIL import Image, ImageDraw  # imported here: only --capture-video needs Pillow
-
-    def scaled(frame: np.ndarray) -> np.ndarray:
-        width = round(frame.shape[1] * VIDEO_HEIGHT / frame.shape[0])
-        return np.asarray(Image.fromarray(frame).resize((width, VIDEO_HEIGHT), Image.Resampling.BILINEAR))
-
-    clips = [(label, [scaled(f) for f in frames]) for label, frames in clips]
-    images = []
-    for t in range(max(len(frames) for _, frames in clips)):
-        row = [np.pad(frames[min(t, len(frames) - 1)], ((16, 0), (0, 4), (0, 0)), constant_values=255) for _, frames in clips]
-        image = Image.fromarray(np.concatenate(row, axis=1)[:, :-4])  # white label band on top, 4-pixel gaps
-        x = 0
-        for (label, _), column in zip(clips, row):
-            ImageDraw.Draw(image).text((x + 3, 2), label, fill=(0, 0, 0))
-            x += column.shape[1]
-        images.append(image)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=max(20, round(ms_per_frame)), loop=0)
-    os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------------------------------
 # Run folders
 # ----------------------------------------------------------------------------------------------------
 STRUCTURAL = ("env_id", "teacher", "torso_mass_scale", "mass_randomization",
@@ -1011,8 +893,13 @@ def main(args: Args) -> dict:
             env_config = {**env_config, "torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization}
         if args.eval_episodes is None:
             args.eval_episodes = 200 if domain == "procgen" else 50
-        if args.capture_video:
-            check_renders(args.env_id, domain)
+        if args.capture_video:  # films with ppd_tools/video.py, imported only for this feature
+            try:
+                from ppd_tools.video import video_problem
+            except ImportError:
+                raise UsageError("--capture-video needs the repository's ppd_tools/ folder beside this script")
+            if problem := video_problem(args.env_id, domain):
+                raise UsageError(f"--capture-video: {problem}; or leave out --capture-video")
         if args.total_timesteps < args.num_envs * args.num_steps:
             raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
                              f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
@@ -1201,11 +1088,11 @@ def main(args: Args) -> dict:
             student_score, teacher_score = evaluation["human_normalized"]["student"], evaluation["human_normalized"]["teacher"]
     evaluation["fraction_of_teacher"] = student_score / teacher_score if teacher_score != 0 else None
     if args.capture_video:  # same env seed as the evaluation's first episode
-        clips = [(name, *record_episode(actor, args.env_id, domain, env_config, args.seed + 10_000, device, obs_rms, args.video_seconds))
-                 for name, actor in (("teacher", teacher.actor), (f"student ({args.student_arch})", agent.actor))]
-        save_video(os.path.join(run_dir, "video.gif"), [(f"{name}: {ret:.0f}", frames) for name, frames, ret, _ in clips], clips[0][3])
-        evaluation["video"] = {"file": "video.gif", "seconds": args.video_seconds, "seed": args.seed + 10_000,
-                               "clip_returns": {name: ret for name, _, ret, _ in clips}}
+        from ppd_tools.video import film
+
+        policies = [("teacher", teacher.actor, obs_rms), (f"student ({args.student_arch})", agent.actor, obs_rms)]
+        evaluation["video"] = film(os.path.join(run_dir, "video.gif"), policies, args.env_id, domain, env_config,
+                                   args.seed + 10_000, device, args.video_seconds)
     evaluation["command"] = " ".join(["python"] + sys.argv)
 
     model_eval = {"env_id": args.env_id, "arch": args.student_arch, "global_step": global_step,

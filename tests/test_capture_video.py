@@ -1,5 +1,6 @@
-"""--capture-video: the side-by-side GIF, the MuJoCo camera that follows the robot, the Atari screen env that plays
-the policy's game, what eval.json says about the video, and the refusals.
+"""Videos (ppd_tools/video.py, and --capture-video, which calls it): the side-by-side GIF, the MuJoCo camera that
+follows the robot, the Atari screen env that plays the policy's game, what eval.json says about the video, the
+command that films checkpoints, and the refusals.
 
 The end-to-end runs are in-process with tiny budgets (2 envs x 64 steps, one evaluation episode, clips of a fraction
 of a second); rendering MuJoCo costs about 0.1-0.2 s a frame on this CPU.
@@ -7,6 +8,7 @@ of a second); rendering MuJoCo costs about 0.1-0.2 s a frame on this CPU.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -19,7 +21,8 @@ import ppd_atari
 import ppd_mujoco
 import student_distill
 import teacher_distill
-from conftest import REPO, script_env
+from conftest import REPO, run_script, script_env
+from ppd_tools import video
 
 HOPPER = os.path.join(REPO, "teachers", "Hopper-v5.pt")
 CARTPOLE = os.path.join(REPO, "teachers", "CartPole-v1.pt")
@@ -41,12 +44,11 @@ def hopper_teacher():
     return ppd_mujoco.agent_from_checkpoint(ckpt).actor, ppd_mujoco.RunningMeanStd((11,)).load_state_dict(ckpt["obs_rms"])
 
 
-@pytest.mark.parametrize("module", [ppd_mujoco, ppd_atari, student_distill, teacher_distill])
-def test_save_video_puts_clips_side_by_side_and_the_shorter_clip_holds_its_last_frame(module, tmp_path):
+def test_save_video_puts_clips_side_by_side_and_the_shorter_clip_holds_its_last_frame(tmp_path):
     a = [np.full((120, 80, 3), (40 * t, 0, 0), np.uint8) for t in range(6)]  # 6 frames, scaled x2 to 240 x 160
     b = [np.full((60, 60, 3), (0, 0, 60 + 60 * t), np.uint8) for t in range(3)]  # 3 frames, scaled x4 to 240 x 240
     path = str(tmp_path / "v.gif")
-    module.save_video(path, [("a", a), ("b", b)], 40)
+    video.save_video(path, [("a", a), ("b", b)], 40)
     frames, durations = gif_frames(path)
     assert len(frames) == 6 and durations == [40] * 6
     assert frames[0].shape == (16 + 240, 160 + 4 + 240, 3)  # label band, clip a, gap, clip b
@@ -60,7 +62,7 @@ def test_save_video_puts_clips_side_by_side_and_the_shorter_clip_holds_its_last_
 
 def test_mujoco_clip_follows_the_robot_for_the_requested_time():
     actor, rms = hopper_teacher()
-    frames, ret, ms = ppd_mujoco.record_episode(actor, "Hopper-v5", 10_001, "cpu", rms, 1.6)
+    frames, ret, ms = video.record_episode(actor, "Hopper-v5", "mlp", {}, 10_001, "cpu", rms, 1.6)
     # Hopper: 125 env steps per second, every 5th drawn (25 frames/s, 40 ms each); the teacher does not fall in 1.6 s
     assert ms == 40 and len(frames) == 1 + 200 // 5 and ret > 300
     assert frames[0].shape == (480, 480, 3)
@@ -159,7 +161,7 @@ def has_pygame() -> bool:
 def test_videos_are_refused_where_the_env_cannot_draw_itself(tmp_path, capsys):
     procgen_teacher = str(tmp_path / "procgen.pt")
     save_tiny_teacher("procgen", procgen_teacher)
-    cases = [(student_distill, procgen_teacher, "MLP and Atari")]
+    cases = [(student_distill, procgen_teacher, "MLP or Atari")]
     if not has_pygame():  # gymnasium draws classic control with pygame, which requirements.txt leaves out
         cases.append((ppd_mujoco, (CARTPOLE,), "pip install pygame"))
     for module, teacher, hint in cases:
@@ -201,3 +203,44 @@ def test_a_renderer_that_cannot_work_is_refused_at_the_start_in_one_line(tmp_pat
     assert len(lines) == 1 and lines[0].startswith("error: --capture-video: Hopper-v5 cannot render"), lines
     assert "apt-get install libegl1" in lines[0] and "leave out --capture-video" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_the_video_command_films_a_student_beside_its_teacher_from_their_checkpoints(tmp_path):
+    run_main(ppd_mujoco, tmp_path, "capture_video", teacher=(HOPPER,), video_seconds=0.4)
+    run_dir = tmp_path / "run"
+    result = run_script("ppd_tools/video.py", run_dir / "model.pt", "--seconds", "0.4", "--output", tmp_path / "v.gif")
+    assert result.returncode == 0, result.stderr[-2000:]
+    # the teacher found from the student's checkpoint, both normalizations and the evaluation's seed: the same GIF
+    assert (tmp_path / "v.gif").read_bytes() == (run_dir / "video.gif").read_bytes()
+    clip_returns = json.loads((run_dir / "eval.json").read_text())["video"]["clip_returns"]
+    assert result.stdout.strip() == f"{tmp_path / 'v.gif'}: " + ", ".join(f"{k} {v:.0f}" for k, v in clip_returns.items())
+
+
+def test_the_video_command_refuses_in_one_line(tmp_path):
+    procgen_teacher = str(tmp_path / "procgen.pt")
+    save_tiny_teacher("procgen", procgen_teacher)
+    (tmp_path / "taken.gif").write_bytes(b"keep")
+    for flags, message in [([HOPPER, "--output", tmp_path / "taken.gif"], "exists; pass another --output, or --force"),
+                           ([HOPPER, CARTPOLE, "--output", tmp_path / "x.gif"], "the checkpoints play different envs"),
+                           ([procgen_teacher, "--output", tmp_path / "x.gif"], "Procgen is not filmed"),
+                           ([HOPPER, "--seconds", "0", "--output", tmp_path / "x.gif"], "--seconds must be > 0")]:
+        result = run_script("ppd_tools/video.py", *flags)
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
+    assert (tmp_path / "taken.gif").read_bytes() == b"keep" and not (tmp_path / "x.gif").exists()
+
+
+def test_a_copied_script_runs_alone_and_asks_for_ppd_tools_only_for_a_video(tmp_path):
+    # the single-file promise: ppd_mujoco.py copied into an empty folder trains with no import from this repository
+    shutil.copy(os.path.join(REPO, "ppd_mujoco.py"), tmp_path)
+    env = {k: v for k, v in script_env().items() if k != "PYTHONPATH"}
+    command = [sys.executable, "ppd_mujoco.py", "--teacher", CARTPOLE, "--num-envs", "2", "--num-steps", "64",
+               "--total-timesteps", "128", "--eval-episodes", "1", "--no-cuda", "--output-dir", "out"]
+    alone = subprocess.run(command + ["--run-name", "a"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert (tmp_path / "out" / "a" / "eval.json").exists()
+    video = subprocess.run(command + ["--run-name", "b", "--capture-video"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert video.returncode == 2
+    assert video.stderr.splitlines() == ["error: --capture-video needs the repository's ppd_tools/ folder beside this script"]
+    assert not (tmp_path / "out" / "b").exists()
