@@ -84,13 +84,13 @@ class Noop(torch.nn.Module):
 
 
 EVALUATE = {  # each Atari script's evaluate(), 3 games of Breakout cut at 2000 frames (500 steps at frame skip 4)
-    "train_teacher": lambda: train_teacher.evaluate(Noop(), train_teacher.Args(env_id="BreakoutNoFrameskip-v4",
-                                                                                eval_max_frames=2000), "atari", 3, 1, "cpu"),
+    "train_teacher": lambda: train_teacher.evaluate(
+        Noop(), train_teacher.Args(env_id="BreakoutNoFrameskip-v4", eval_max_frames=2000), "atari", 3, 1, "cpu"),
     "ppd_atari": lambda: ppd_atari.evaluate(Noop(), "BreakoutNoFrameskip-v4", 4, 3, 1, "cpu", max_frames=2000),
-    "student_distill": lambda: student_distill.evaluate(Noop(), "BreakoutNoFrameskip-v4", "atari", {"frame_skip": 4}, 3, 1,
-                                                        "cpu", max_frames=2000),
-    "teacher_distill": lambda: teacher_distill.evaluate(Noop(), "BreakoutNoFrameskip-v4", "atari", {"frame_skip": 4}, 3, 1,
-                                                        "cpu", max_frames=2000),
+    "student_distill": lambda: student_distill.evaluate(
+        Noop(), "BreakoutNoFrameskip-v4", "atari", {"frame_skip": 4}, 3, 1, "cpu", max_frames=2000),
+    "teacher_distill": lambda: teacher_distill.evaluate(
+        Noop(), "BreakoutNoFrameskip-v4", "atari", {"frame_skip": 4}, 3, 1, "cpu", max_frames=2000),
 }
 
 

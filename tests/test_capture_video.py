@@ -176,7 +176,8 @@ def test_videos_are_refused_where_the_env_cannot_draw_itself(tmp_path, capsys):
 
 def headless_env() -> dict:
     """A fresh server's environment: no display, no MUJOCO_GL (nor PyOpenGL's platform) set by hand."""
-    return {k: v for k, v in script_env().items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    unset = ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")
+    return {k: v for k, v in script_env().items() if k not in unset}
 
 
 def run_headless(tmp_path, env: dict) -> subprocess.CompletedProcess:
@@ -213,7 +214,8 @@ def test_the_video_command_films_a_student_beside_its_teacher_from_their_checkpo
     # the teacher found from the student's checkpoint, both normalizations and the evaluation's seed: the same GIF
     assert (tmp_path / "v.gif").read_bytes() == (run_dir / "video.gif").read_bytes()
     clip_returns = json.loads((run_dir / "eval.json").read_text())["video"]["clip_returns"]
-    assert result.stdout.strip() == f"{tmp_path / 'v.gif'}: " + ", ".join(f"{k} {v:.0f}" for k, v in clip_returns.items())
+    clips = ", ".join(f"{k} {v:.0f}" for k, v in clip_returns.items())
+    assert result.stdout.strip() == f"{tmp_path / 'v.gif'}: {clips}"
 
 
 def test_the_video_command_refuses_in_one_line(tmp_path):
@@ -225,7 +227,7 @@ def test_the_video_command_refuses_in_one_line(tmp_path):
                            ([procgen_teacher, "--output", tmp_path / "x.gif"], "Procgen is not filmed"),
                            ([HOPPER, "--seconds", "0", "--output", tmp_path / "x.gif"], "--seconds must be > 0")]:
         result = run_script("ppd_tools/video.py", *flags)
-        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert (tmp_path / "taken.gif").read_bytes() == b"keep" and not (tmp_path / "x.gif").exists()
 
 
@@ -242,5 +244,5 @@ def test_a_copied_script_runs_alone_and_asks_for_ppd_tools_only_for_a_video(tmp_
     video = subprocess.run(command + ["--run-name", "b", "--capture-video"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
     assert video.returncode == 2
-    assert video.stderr.splitlines() == ["error: --capture-video needs the repository's ppd_tools/ folder beside this script"]
+    assert video.stderr == "error: --capture-video needs the repository's ppd_tools/ folder beside this script\n"
     assert not (tmp_path / "out" / "b").exists()

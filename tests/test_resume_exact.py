@@ -98,11 +98,22 @@ def test_sigkill_at_a_random_moment_then_resume_ends_exactly_like_an_uninterrupt
     assert_same(outcome(kill_at_random_moment(script, tmp_path, "killed", rng, *extra)), reference(script, *extra))
 
 
-def wait_for_checkpoint(proc, run_dir: str) -> None:
-    deadline = time.time() + 120
-    while not os.path.exists(os.path.join(run_dir, "checkpoint.pt")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be interrupted: " + proc.stderr.read()[-2000:]
+def ctrl_c_after_first_checkpoint(proc, run_dir: str, presses: int = 1) -> str:
+    """Press Ctrl-C (SIGINT) `presses` times, 0.3 s apart, once the run has written its first checkpoint; its stderr."""
+    try:
+        deadline = time.time() + 120
+        checkpoint = os.path.join(run_dir, "checkpoint.pt")
+        while not os.path.exists(checkpoint) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be interrupted: " + proc.stderr.read()[-2000:]
+        for press in range(presses):
+            time.sleep(0.3 if press else 0.0)
+            proc.send_signal(signal.SIGINT)
+        return proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.parametrize("script", list(SCRIPTS))
@@ -111,14 +122,7 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_ends_exactly_like_an_uninterrupte
     --resume hint and no traceback; the resumed run ends with the uninterrupted run's parameters and eval.json."""
     run_dir = os.path.join(tmp_path, "stopped")
     proc = start_script(script, *SCRIPTS[script], *TINY, "--output-dir", tmp_path, "--run-name", "stopped")
-    try:
-        wait_for_checkpoint(proc, run_dir)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    stderr = ctrl_c_after_first_checkpoint(proc, run_dir)
     assert proc.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr and "Ctrl-C" in stderr and f"--resume {run_dir}" in stderr
     assert not os.path.exists(os.path.join(run_dir, "eval.json"))  # it stopped before the end
@@ -135,19 +139,11 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
     proc = start_script("ppd_mujoco.py", *SCRIPTS["ppd_mujoco.py"], "--num-envs", "4", "--num-steps", "2048",
                         "--minibatch-size", "2048", "--total-timesteps", "81920", "--checkpoint-every", "8192",
                         "--no-cuda", "--output-dir", tmp_path, "--run-name", "stopped")
-    try:
-        wait_for_checkpoint(proc, run_dir)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    stderr = ctrl_c_after_first_checkpoint(proc, run_dir, presses=2)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
     assert "Ctrl-C again stops at once" in stderr
-    assert stderr.strip().splitlines()[-1] == "error: stopped by Ctrl-C; continue from the last checkpoint.pt with --resume <run folder>"
+    last = stderr.strip().splitlines()[-1]
+    assert last == "error: stopped by Ctrl-C; continue from the last checkpoint.pt with --resume <run folder>"
     saved = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)  # the periodic one, intact
     assert saved["global_step"] == 8192
 
