@@ -5,8 +5,12 @@ PPD is PPO in which the student collects the data and its loss also pulls it tow
 
     L = L_PPO-clip - alpha * H(pi_student) + lambda * KL(pi_teacher || pi_student) * max(ratio, 1 - eps) + c_v * L_V
 
-Every line this script adds to plain PPO (train_teacher.py) ends in `# PPD`, so `grep -n "# PPD" ppd_mujoco.py`
-lists the whole method. With `--distill-coef 0` the script is PPO, number for number.
+Every line this script adds to plain PPO ends in `# PPD` and no other line does, so that
+
+    grep -v "# PPD$" ppd_mujoco.py > ppo.py                  # plain PPO, train_teacher.py's number for number
+    diff <(grep -v "# PPD$" ppd_mujoco.py) ppd_mujoco.py     # the whole method
+
+With `--distill-coef 0` the script is PPO with the teacher's frozen observation statistics.
 
     python ppd_mujoco.py                                   # shipped Hopper-v5 teacher -> same-size student
     python ppd_mujoco.py --teacher teachers/CartPole-v1.pt --total-timesteps 50000
@@ -46,13 +50,13 @@ DEFAULT_TEACHER = "teachers/Hopper-v5.pt"  # PPD
 class Args:
     # General settings
     teacher: tuple[str, ...] = ()  # PPD
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; a Stable-Baselines3 `.zip` or CleanRL `.cleanrl_model` teacher is converted first by `python -m ppd_tools.convert_teacher`); repeat the flag for several teachers of the same env, whose terms are summed with --teacher-weight (default: teachers/Hopper-v5.pt)"""
+    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; a Stable-Baselines3 `.zip` or CleanRL `.cleanrl_model` teacher is converted first by `python -m ppd_tools.convert_teacher`); repeat the flag for several teachers of the same env, whose terms are summed with --teacher-weight (default: teachers/Hopper-v5.pt)"""  # PPD
     env_id: Optional[str] = None
-    """gymnasium env id with a flat Box observation (default: the first teacher's env)"""
+    """gymnasium env id with a flat Box observation (default: the first teacher's env; Hopper-v5 without a teacher)"""
     torso_mass_scale: Optional[float] = None
-    """training envs only (MuJoCo): multiply the torso's mass by this (0.7: the seed report's 'source' Hopper); default: the teacher's setting; evaluation always uses the unmodified env"""
+    """training envs only (MuJoCo): multiply the torso's mass by this (0.7: the seed report's 'source' Hopper); default: the teacher's setting (else 1); evaluation always uses the unmodified env"""
     mass_randomization: Optional[float] = None
-    """training envs only (MuJoCo): at every episode scale every other body's mass by U(1-x, 1+x) (0.3: the seed report's domain randomization); default: the teacher's setting"""
+    """training envs only (MuJoCo): at every episode scale every other body's mass by U(1-x, 1+x) (0.3: the seed report's domain randomization); default: the teacher's setting (else 0)"""
     student_arch: Literal["smaller", "same", "larger"] = "same"
     """student network size (paper Table 4: MLP 128-64, 256-256, 512-512)"""
     exp_name: str = "ppd"
@@ -86,17 +90,17 @@ class Args:
 
     # Algorithm settings (paper A.3: the teacher's PPO settings except gamma, ent_coef and num_steps)
     distill_coef: float = 1.0  # PPD
-    """lambda, weight of the distillation term; 0 gives plain PPO"""
+    """lambda, weight of the distillation term; 0 gives plain PPO"""  # PPD
     distill_coef_schedule: Literal["constant", "linear", "cosine", "adaptive"] = "constant"  # PPD
-    """lambda over the run, recomputed every update: constant; linear or cosine: decays from --distill-coef to 0 at --total-timesteps; adaptive: --distill-coef x clip((R_teacher - R_student) / |R_teacher|, 0, 1), R_student the mean return of the student's last 20 training episodes (--distill-coef until the first one ends), so lambda is 0 once the student matches the teacher and it is free to surpass an imperfect one"""
+    """lambda over the run, recomputed every update: constant; linear or cosine: decays from --distill-coef to 0 at --total-timesteps; adaptive: --distill-coef x clip((R_teacher - R_student) / |R_teacher|, 0, 1), R_student the mean return of the student's last 20 training episodes (--distill-coef until the first one ends), so lambda is 0 once the student matches the teacher and it is free to surpass an imperfect one"""  # PPD
     teacher_return: Optional[float] = None  # PPD
-    """R_teacher of the adaptive schedule (default: the first teacher's checkpoint evaluation `mean_return`, else a 10-episode evaluation of it at the start; with --teacher-noise-std > 0 always that evaluation, of the noisy teacher, since the checkpoint's score is the clean teacher's)"""
+    """R_teacher of the adaptive schedule (default: the first teacher's checkpoint evaluation `mean_return`, else a 10-episode evaluation of it at the start; with --teacher-noise-std > 0 always that evaluation, of the noisy teacher, since the checkpoint's score is the clean teacher's)"""  # PPD
     teacher_weight: tuple[float, ...] = ()  # PPD
-    """weight w_k of each teacher's term, one per --teacher in the same order, normalized to sum to 1 (default: equal weights)"""
+    """weight w_k of each teacher's term, one per --teacher in the same order, normalized to sum to 1 (default: equal weights)"""  # PPD
     kl_direction: Literal["forward", "reverse"] = "forward"  # PPD
-    """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""
+    """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""  # PPD
     teacher_noise_std: float = 0.0  # PPD
-    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (+ 1000 x the teacher's index) (paper: 0.05)"""
+    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (+ 1000 x the teacher's index) (paper: 0.05)"""  # PPD
     total_timesteps: int = 2_000_000
     """environment steps to train"""
     learning_rate: float = 3e-4
@@ -385,65 +389,67 @@ def greedy_action(dist) -> torch.Tensor:
     return dist.base_dist.loc if isinstance(dist, Independent) else dist.probs.argmax(-1)
 
 
-# ----------------------------------------------------------------------------------------------------
-# The distillation term (paper Eq. 2)
-# ----------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------  # PPD
+# The distillation term (paper Eq. 2)  # PPD
+# ----------------------------------------------------------------------------------------------------  # PPD
 def dist_params(dist) -> tuple:  # PPD
-    """(logits,) of a Categorical or (mean, log_std) of a diagonal Gaussian: what the rollout stores of the teacher."""
-    if isinstance(dist, Independent):
-        return dist.base_dist.loc, dist.base_dist.scale.log()
-    return (dist.logits,)
+    """(logits,) of a Categorical or (mean, log_std) of a diagonal Gaussian: what is kept of a teacher."""  # PPD
+    if isinstance(dist, Independent):  # PPD
+        return dist.base_dist.loc, dist.base_dist.scale.log()  # PPD
+    return (dist.logits,)  # PPD
 
 
 def kl_divergence(teacher: tuple, student: tuple, direction: str = "forward") -> torch.Tensor:  # PPD
-    """Analytic KL over the whole action distribution, per state: KL(teacher || student) for 'forward',
-    KL(student || teacher) for 'reverse'. Categorical: (logits,); diagonal Gaussian: (mean, log_std), summed
-    over action dimensions."""
-    p, q = (teacher, student) if direction == "forward" else (student, teacher)
-    if len(p) == 1:
-        log_p, log_q = torch.log_softmax(p[0], -1), torch.log_softmax(q[0], -1)
-        return (log_p.exp() * (log_p - log_q)).sum(-1)
-    (mean_p, log_std_p), (mean_q, log_std_q) = p, q
-    var_ratio = torch.exp(2 * (log_std_p - log_std_q))
-    return (0.5 * (var_ratio + ((mean_p - mean_q) / log_std_q.exp()) ** 2 - 1) - (log_std_p - log_std_q)).sum(-1)
+    """Analytic KL over the whole action distribution, per state."""  # PPD
+    # forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)  # PPD
+    # Categorical: (logits,); diagonal Gaussian: (mean, log_std), summed over the action dimensions  # PPD
+    p, q = (teacher, student) if direction == "forward" else (student, teacher)  # PPD
+    if len(p) == 1:  # PPD
+        log_p, log_q = torch.log_softmax(p[0], -1), torch.log_softmax(q[0], -1)  # PPD
+        return (log_p.exp() * (log_p - log_q)).sum(-1)  # PPD
+    (mean_p, log_std_p), (mean_q, log_std_q) = p, q  # PPD
+    var_ratio = torch.exp(2 * (log_std_p - log_std_q))  # PPD
+    return (0.5 * (var_ratio + ((mean_p - mean_q) / log_std_q.exp()) ** 2 - 1) - (log_std_p - log_std_q)).sum(-1)  # PPD
 
 
 def add_teacher_noise(agent: nn.Module, std: float, seed: int) -> None:  # PPD
-    """The paper's imperfect teacher: independent N(0, std^2) noise on every parameter, reproducible by seed."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in agent.parameters():
-            p.add_(torch.randn(p.shape, generator=generator) * std)
+    """The paper's imperfect teacher: independent N(0, std^2) noise on every parameter, reproducible by seed."""  # PPD
+    generator = torch.Generator().manual_seed(seed)  # PPD
+    with torch.no_grad():  # PPD
+        for p in agent.parameters():  # PPD
+            p.add_(torch.randn(p.shape, generator=generator) * std)  # PPD
 
 
 def teacher_weights(weights, num_teachers: int) -> tuple:  # PPD
-    """--teacher-weight checked and normalized to sum to 1 (equal weights when none are given); UsageError otherwise."""
-    weights = tuple(float(w) for w in weights) or (1.0,) * num_teachers
-    if len(weights) != num_teachers:
-        raise UsageError(f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s); give one "
-                         "weight per --teacher, in the same order, or none for equal weights")
-    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:
-        raise UsageError(f"--teacher-weight must be finite, >= 0 and not all 0, got {', '.join(map(str, weights))}")
-    return tuple(w / sum(weights) for w in weights)
+    """--teacher-weight checked (UsageError) and normalized to sum to 1; equal weights when none are given."""  # PPD
+    weights = tuple(float(w) for w in weights) or (1.0,) * num_teachers  # PPD
+    if len(weights) != num_teachers:  # PPD
+        raise UsageError(f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s); "  # PPD
+                         "give one weight per --teacher, in the same order, or none for equal weights")  # PPD
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:  # PPD
+        raise UsageError("--teacher-weight must be finite, >= 0 and not all 0, "  # PPD
+                         f"got {', '.join(map(str, weights))}")  # PPD
+    return tuple(w / sum(weights) for w in weights)  # PPD
 
 
 def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_student_return: Optional[float],  # PPD
-                    teacher_return: Optional[float]) -> float:
-    """lambda at environment step `step` of `total` (--distill-coef-schedule). recent_student_return: mean return of
-    the student's last training episodes, None before the first one ends; teacher_return: R_teacher (adaptive only)."""
-    progress = min(max(step / total, 0.0), 1.0)
-    if schedule == "constant":
-        return coef
-    if schedule == "linear":
-        return coef * (1.0 - progress)
-    if schedule == "cosine":  # half a cosine, from coef to 0
-        return coef * 0.5 * (1.0 + math.cos(math.pi * progress))
-    if schedule == "adaptive":  # the student's shortfall as a fraction of the teacher's return, clipped to [0, 1]
-        if recent_student_return is None:
-            return coef
-        shortfall = (teacher_return - recent_student_return) / max(abs(teacher_return), 1e-8)
-        return coef * min(max(shortfall, 0.0), 1.0)
-    raise ValueError(f"unknown distill-coef schedule '{schedule}'")
+                    teacher_return: Optional[float]) -> float:  # PPD
+    """lambda at environment step `step` of `total` (--distill-coef-schedule)."""  # PPD
+    # recent_student_return: mean return of the student's last training episodes, None before the first one ends;  # PPD
+    # teacher_return: R_teacher (adaptive only)  # PPD
+    progress = min(max(step / total, 0.0), 1.0)  # PPD
+    if schedule == "constant":  # PPD
+        return coef  # PPD
+    if schedule == "linear":  # PPD
+        return coef * (1.0 - progress)  # PPD
+    if schedule == "cosine":  # half a cosine, from coef to 0  # PPD
+        return coef * 0.5 * (1.0 + math.cos(math.pi * progress))  # PPD
+    if schedule == "adaptive":  # the student's shortfall, a fraction of the teacher's return clipped to [0, 1]  # PPD
+        if recent_student_return is None:  # PPD
+            return coef  # PPD
+        shortfall = (teacher_return - recent_student_return) / max(abs(teacher_return), 1e-8)  # PPD
+        return coef * min(max(shortfall, 0.0), 1.0)  # PPD
+    raise ValueError(f"unknown distill-coef schedule '{schedule}'")  # PPD
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -530,15 +536,17 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
     return agent
 
 
-# ----------------------------------------------------------------------------------------------------
-# Foreign teachers: a Stable-Baselines3 .zip or CleanRL .cleanrl_model is converted first by ppd_tools/convert_teacher.py
-# ----------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------  # PPD
+# Foreign teachers: a Stable-Baselines3 .zip or CleanRL .cleanrl_model is converted first  # PPD
+# by ppd_tools/convert_teacher.py  # PPD
+# ----------------------------------------------------------------------------------------------------  # PPD
 def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:  # PPD
-    """UsageError naming the converter when a teacher is a Stable-Baselines3 or CleanRL file, not a checkpoint."""
-    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]
-    if foreign:
-        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "
-                         f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} --output teacher.pt")
+    """UsageError naming the converter when a teacher is a Stable-Baselines3 or CleanRL file."""  # PPD
+    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]  # PPD
+    if foreign:  # PPD
+        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "  # PPD
+                         f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} "  # PPD
+                         "--output teacher.pt")  # PPD
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -610,9 +618,11 @@ def eval_summary(returns: list, truncated: int) -> dict:
 # ----------------------------------------------------------------------------------------------------
 # Run folders
 # ----------------------------------------------------------------------------------------------------
-STRUCTURAL = ("env_id", "teacher", "torso_mass_scale", "mass_randomization", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size",
-              "distill_coef", "kl_direction", "teacher_noise_std",
-              "teacher_weight", "distill_coef_schedule", "teacher_return")  # PPD
+# the flags a resumed run must keep
+STRUCTURAL = ("env_id", "torso_mass_scale", "mass_randomization", "student_arch", "seed", "num_envs", "num_steps",
+              "minibatch_size")
+STRUCTURAL += ("teacher", "distill_coef", "kl_direction", "teacher_noise_std", "teacher_weight",  # PPD
+               "distill_coef_schedule", "teacher_return")  # PPD
 
 
 def prepare_run(args: Args, default_name: str):
@@ -623,7 +633,7 @@ def prepare_run(args: Args, default_name: str):
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
             raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
-        if isinstance(state["args"].get("teacher"), str):  # PPD: a run from before several teachers
+        if isinstance(state["args"].get("teacher"), str):  # a run from before several teachers  # PPD
             state["args"]["teacher"] = (state["args"]["teacher"],)  # PPD
         changed = [k for k in STRUCTURAL if k in state["args"] and state["args"][k] != getattr(args, k)]  # flags newer than the run: as it ran
         if changed:
@@ -654,17 +664,19 @@ def main(args: Args) -> dict:
         if args.distill_coef < 0:  # PPD
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
         args.teacher = (args.teacher,) if isinstance(args.teacher, str) else (tuple(args.teacher) or (DEFAULT_TEACHER,))  # PPD
-        args.teacher_weight = teacher_weights(args.teacher_weight, len(args.teacher))  # PPD: normalized, sum 1
+        args.teacher_weight = teacher_weights(args.teacher_weight, len(args.teacher))  # normalized, sum 1  # PPD
         if args.teacher_return is not None and not math.isfinite(args.teacher_return):  # PPD
             raise UsageError(f"--teacher-return must be a finite number, got {args.teacher_return}")  # PPD
         if args.env_id is not None:
             check_env_id(args.env_id)
-        refuse_foreign_teachers(args.teacher, args.env_id)  # PPD: converted first, by ppd_tools/convert_teacher.py
-        teacher_ckpt = load_checkpoint(args.teacher[0], args.env_id)  # PPD: the first teacher sets the env
-        args.env_id = args.env_id or teacher_ckpt["env_id"]  # PPD
-        for name, off in (("torso_mass_scale", 1.0), ("mass_randomization", 0.0)):  # PPD: train where the teacher did
-            if getattr(args, name) is None:  # PPD
-                setattr(args, name, teacher_ckpt["env_config"].get(name, off))  # PPD
+        refuse_foreign_teachers(args.teacher, args.env_id)  # converted first, by ppd_tools/convert_teacher.py  # PPD
+        teacher_ckpt = load_checkpoint(args.teacher[0], args.env_id)  # PPD
+        args.env_id = args.env_id or teacher_ckpt["env_id"]  # the first teacher sets the env  # PPD
+        args.env_id = args.env_id or "Hopper-v5"
+        for name, off in (("torso_mass_scale", 1.0), ("mass_randomization", 0.0)):  # a flag left at None: off
+            if getattr(args, name) is None:
+                off = teacher_ckpt["env_config"].get(name, off)  # train where the teacher did  # PPD
+                setattr(args, name, off)
         check_mass_options(args.env_id, args.torso_mass_scale, args.mass_randomization)
         if args.capture_video:  # films with ppd_tools/video.py, imported only for this feature
             try:
@@ -680,8 +692,9 @@ def main(args: Args) -> dict:
                              f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
         num_minibatches, minibatch_size = minibatch_split(args.num_envs * args.num_steps, args.minibatch_size)
         envs = make_envs(args.env_id, args.num_envs, args.torso_mass_scale, args.mass_randomization)
+        # every teacher fits the env  # PPD
         teacher_ckpts = [load_checkpoint(path, args.env_id, envs.single_observation_space.shape,  # PPD
-                                         envs.single_action_space) for path in args.teacher]  # PPD: every teacher fits the env
+                                         envs.single_action_space) for path in args.teacher]  # PPD
         default_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         run_dir, resume_state = prepare_run(args, default_name)
     except UsageError as e:
@@ -691,20 +704,20 @@ def main(args: Args) -> dict:
     obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    # the teachers are built before seeding, so that the student's initialization matches plain PPO's
+    # the teachers are built before seeding, so that the student's initialization matches plain PPO's  # PPD
     teachers = [agent_from_checkpoint(ckpt) for ckpt in teacher_ckpts]  # PPD
     for k, teacher in enumerate(teachers):  # PPD
         if args.teacher_noise_std > 0:  # PPD
             add_teacher_noise(teacher, args.teacher_noise_std, args.seed + 1000 * k)  # PPD
-        teacher.to(device).eval().requires_grad_(False)  # PPD: frozen
-    # each teacher sees observations normalized by its own frozen statistics; the student by the first teacher's  # PPD
+        teacher.to(device).eval().requires_grad_(False)  # frozen  # PPD
+    # each teacher sees observations normalized by its own frozen statistics, the student by the first one's  # PPD
     teacher_obs_rms = [RunningMeanStd(obs_shape).load_state_dict(ckpt["obs_rms"]) for ckpt in teacher_ckpts]  # PPD
-    teacher_weight = torch.tensor(args.teacher_weight, device=device)  # PPD: w_k
-    # R_teacher of the adaptive lambda: flag, else as the interrupted run had it, else the checkpoint's, else measured  # PPD
+    teacher_weight = torch.tensor(args.teacher_weight, device=device)  # w_k  # PPD
+    # R_teacher of the adaptive lambda: the flag, else the resumed run's, else the checkpoint's, else measured  # PPD
     teacher_return = args.teacher_return if args.distill_coef_schedule == "adaptive" else None  # PPD
     if args.distill_coef_schedule == "adaptive" and teacher_return is None:  # PPD
         teacher_return = (resume_state or {}).get("train_state", {}).get("teacher_return")  # PPD
-        if teacher_return is None and args.teacher_noise_std == 0:  # PPD: a noisy teacher's own return is unknown
+        if teacher_return is None and args.teacher_noise_std == 0:  # a noisy teacher's own return is unknown  # PPD
             teacher_return = (teacher_ckpts[0].get("eval") or {}).get("mean_return")  # PPD
         if teacher_return is None:  # PPD
             print("measuring the teacher's return for the adaptive lambda (10 episodes)", flush=True)  # PPD
@@ -718,8 +731,9 @@ def main(args: Args) -> dict:
 
     agent = Agent(ARCHS[args.student_arch], obs_shape, action_space).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
-    # the teacher's observation normalization, frozen, for what both networks see (paper A.2)
-    obs_rms = RunningMeanStd(obs_shape).load_state_dict(teacher_ckpts[0]["obs_rms"])
+    obs_rms = RunningMeanStd(obs_shape)  # observation normalization, updated from the rollouts (SB3's VecNormalize)
+    # both networks see the observations normalized by the first teacher's statistics, frozen (paper A.2)  # PPD
+    obs_rms.load_state_dict(teacher_ckpts[0]["obs_rms"])  # PPD
     return_rms, discounted_return = RunningMeanStd(), np.zeros(args.num_envs)
     global_step, start_iteration, saved_envs, recent_returns = 0, 1, None, []
     if resume_state is not None:
@@ -727,6 +741,7 @@ def main(args: Args) -> dict:
         agent.critic.load_state_dict(resume_state["critic"])
         ts = resume_state["train_state"]
         optimizer.load_state_dict(ts["optimizer"])
+        obs_rms.load_state_dict(resume_state["obs_rms"])
         return_rms.load_state_dict(ts["return_rms"])
         torch.set_rng_state(ts["torch_rng"])
         np.random.set_state(tuple(x.numpy() if torch.is_tensor(x) else x for x in ts["numpy_rng"]))
@@ -769,7 +784,7 @@ def main(args: Args) -> dict:
                                 "python_rng": random.getstate(), "envs": env_state(envs, raw_obs),
                                 "discounted_return": torch.from_numpy(discounted_return.copy()),
                                 "recent_returns": list(recent_returns)}
-        state["train_state"]["teacher_return"] = teacher_return  # PPD: R_teacher of the adaptive lambda
+        state["train_state"]["teacher_return"] = teacher_return  # R_teacher of the adaptive lambda  # PPD
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
 
     # ALGO Logic: storage setup
@@ -779,13 +794,21 @@ def main(args: Args) -> dict:
     rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
     dones = torch.zeros((args.num_steps, args.num_envs), device=device)
     values = torch.zeros((args.num_steps, args.num_envs), device=device)
-    raw_observations = np.zeros((args.num_steps, args.num_envs) + obs_shape)  # PPD: for the teachers' own normalizations
+    raw_observations = np.zeros((args.num_steps, args.num_envs) + obs_shape)  # for the teachers' normalizations  # PPD
 
     # a resumed run continues the very episodes it was in (or, for envs whose state is out of reach, new ones)
     raw_obs, _ = envs.reset(seed=args.seed if saved_envs is not None or resume_state is None else args.seed + global_step)
     if saved_envs is not None:
         raw_obs = set_env_state(envs, saved_envs)
-    next_obs = torch.as_tensor(obs_rms.normalize(raw_obs), device=device)
+
+    def normalize_obs(raw: np.ndarray, update: bool) -> np.ndarray:
+        """What the networks see; update: new observations (not final ones) also update the statistics."""
+        update = False  # the teacher's statistics stay frozen  # PPD
+        if update:
+            obs_rms.update(raw)
+        return obs_rms.normalize(raw)
+
+    next_obs = torch.as_tensor(normalize_obs(raw_obs, update=saved_envs is None), device=device)
     start_time, start_step = time.time(), global_step
     progress = tqdm(total=args.total_timesteps, initial=global_step, unit="step", dynamic_ncols=True,
                     mininterval=1 if sys.stderr.isatty() else 30, desc=os.path.basename(run_dir))
@@ -796,7 +819,8 @@ def main(args: Args) -> dict:
         distill_coef = distill_coef_at(args.distill_coef_schedule, args.distill_coef, global_step, args.total_timesteps,  # PPD
                                        float(np.mean(recent_returns)) if recent_returns else None, teacher_return)  # PPD
 
-        # ---- rollout: the student acts (student-driven distillation)
+        # ---- rollout
+        # the student acts: student-driven distillation  # PPD
         agent.eval()
         for step in range(args.num_steps):
             global_step += args.num_envs
@@ -819,11 +843,11 @@ def main(args: Args) -> dict:
             # a time-limit truncation is not a termination: bootstrap from the value of the final observation
             truncated_only = truncated & ~terminated & info.get("_final_obs", np.zeros_like(truncated))
             if truncated_only.any():
-                final_obs = obs_rms.normalize(np.stack(info["final_obs"][truncated_only]))
+                final_obs = normalize_obs(np.stack(info["final_obs"][truncated_only]), update=False)
                 with torch.no_grad():
                     reward[truncated_only] += args.gamma * agent.get_value(torch.as_tensor(final_obs, device=device))
             rewards[step], dones[step] = reward, torch.as_tensor(done, dtype=torch.float32, device=device)
-            next_obs = torch.as_tensor(obs_rms.normalize(raw_obs), device=device)
+            next_obs = torch.as_tensor(normalize_obs(raw_obs, update=True), device=device)
             for i in np.flatnonzero(info.get("_episode", [])):
                 recent_returns = (recent_returns + [float(info["episode"]["r"][i])])[-20:]
                 writer.add_scalar("charts/episodic_return", info["episode"]["r"][i], global_step)
@@ -833,16 +857,20 @@ def main(args: Args) -> dict:
         with torch.no_grad():
             advantages, returns = compute_gae(rewards, values, dones, agent.get_value(next_obs), args.gamma, args.gae_lambda)
 
-        # ---- PPD update
+        # ---- PPO update
+        # plus the distillation term of paper Eq. 2, from the teachers' outputs on the rollout  # PPD
         agent.train()
         b_obs = obs.reshape((-1,) + obs_shape)
         b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape((-1,) + action_space.shape)
         b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
         b_raw_observations = raw_observations.reshape((-1,) + obs_shape)  # PPD
-        with torch.no_grad():  # PPD: a teacher depends only on the states: one forward per rollout and teacher
+        # a teacher depends only on the states: one forward pass per rollout and teacher, giving  # PPD
+        # (logits,) or (mean, log_std) per state  # PPD
+        with torch.no_grad():  # PPD
             b_teachers = [dist_params(teacher.actor(torch.as_tensor(rms.normalize(b_raw_observations), device=device)))  # PPD
-                          for teacher, rms in zip(teachers, teacher_obs_rms)]  # PPD: (logits,) or (mean, log_std) per state
-        clipfracs, kls, agreements, teacher_kls = [], [], [], []  # PPD: kls, agreements, teacher_kls
+                          for teacher, rms in zip(teachers, teacher_obs_rms)]  # PPD
+        clipfracs = []
+        kls, agreements, teacher_kls = [], [], []  # PPD
         for epoch in range(args.update_epochs):
             b_inds = torch.randperm(batch_size, device=device)
             for start in range(0, batch_size, minibatch_size):
@@ -878,13 +906,14 @@ def main(args: Args) -> dict:
                 terms["distill_loss"] = distill_loss  # PPD
                 stop_if_not_finite(loss, grad_norm, terms, iteration, run_dir)
                 optimizer.step()
-                with torch.no_grad():  # PPD: how close the student's greedy policy is to the teacher's
+                with torch.no_grad():  # how close the student's greedy policy is to the teacher's  # PPD
                     kls.append(kl.mean().item())  # PPD
                     teacher_kls.append(kl_per_teacher.mean(1).tolist())  # PPD
-                    if agent.actor.continuous:  # PPD: mean distance between the Gaussians' means (first teacher)
+                    if agent.actor.continuous:  # distance between the Gaussians' means (first teacher)  # PPD
                         agreements.append((dist.base_dist.loc - mb_teachers[0][0]).norm(dim=-1).mean().item())  # PPD
-                    else:  # PPD: fraction of states where both pick the same greedy action (first teacher)
-                        agreements.append((dist.logits.argmax(-1) == mb_teachers[0][0].argmax(-1)).float().mean().item())  # PPD
+                    else:  # fraction of states where both pick the same greedy action (first teacher)  # PPD
+                        same = dist.logits.argmax(-1) == mb_teachers[0][0].argmax(-1)  # PPD
+                        agreements.append(same.float().mean().item())  # PPD
 
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
@@ -907,8 +936,9 @@ def main(args: Args) -> dict:
                           np.mean(agreements), global_step)  # PPD
         writer.add_scalar("charts/SPS", sps, global_step)
         progress.update(batch_size)
-        progress.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
-                             kl=f"{np.mean(kls):.3f}", lam=f"{distill_coef:.3g}", refresh=False)  # PPD: kl, lam
+        postfix = {"sps": sps, "ret": f"{np.mean(recent_returns):.1f}" if recent_returns else "-"}
+        postfix.update(kl=f"{np.mean(kls):.3f}", lam=f"{distill_coef:.3g}")  # PPD
+        progress.set_postfix(postfix, refresh=False)
 
         if stop["signal"] is not None or (args.checkpoint_every and global_step // args.checkpoint_every
                                           > (global_step - batch_size) // args.checkpoint_every):
@@ -924,24 +954,26 @@ def main(args: Args) -> dict:
     save_checkpoint(iteration)
     envs.close()
 
-    # ---- final evaluation (SPEC section 5): student and teacher, same protocol and seeds
+    # ---- final evaluation (SPEC section 5): every policy with the same protocol and seeds
     student_eval = eval_summary(*evaluate(agent.actor, args.env_id, args.eval_episodes, args.seed + 10_000, device, obs_rms))
-    teacher_evals = [eval_summary(*evaluate(teacher.actor, args.env_id, args.eval_episodes, args.seed + 10_000, device, rms))  # PPD
-                     for teacher, rms in zip(teachers, teacher_obs_rms)]  # PPD: each with its own normalization
-    teacher_eval = teacher_evals[0]  # PPD: "teacher" and fraction_of_teacher: the first teacher's
-    evaluation = {"env_id": args.env_id, "method": "ppd" if args.distill_coef > 0 else "ppo", "student_arch": args.student_arch,
-                  "global_step": global_step, "deterministic": True, "distill_coef": args.distill_coef,
-                  "seed": args.seed, "teacher_checkpoint": args.teacher[0], "teacher_noise_std": args.teacher_noise_std,
-                  "teacher_checkpoints": list(args.teacher), "teacher_weights": list(args.teacher_weight),  # PPD
-                  "teachers": teacher_evals, "distill_coef_schedule": args.distill_coef_schedule,  # PPD
-                  "teacher_reference_return": teacher_return,  # PPD: R_teacher of the adaptive lambda (else None)
+    evaluation = {"env_id": args.env_id, "method": "ppo", "student_arch": args.student_arch, "global_step": global_step,
+                  "deterministic": True, "seed": args.seed,
                   "train_env": {"torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization},
-                  "eval_env": f"{args.env_id}, unmodified",
-                  "student": student_eval, "teacher": teacher_eval,
-                  "fraction_of_teacher": student_eval["mean_return"] / teacher_eval["mean_return"]
-                  if teacher_eval["mean_return"] != 0 else None,
+                  "eval_env": f"{args.env_id}, unmodified", "student": student_eval,
                   "command": " ".join(["python"] + sys.argv)}
-    if args.teacher_noise_std > 0:  # the uncorrupted teachers too, the reference of the paper's Table 2
+    # each teacher with its own normalization; "teacher" and fraction_of_teacher: the first teacher's  # PPD
+    teacher_evals = [eval_summary(*evaluate(teacher.actor, args.env_id, args.eval_episodes, args.seed + 10_000,  # PPD
+                                            device, rms)) for teacher, rms in zip(teachers, teacher_obs_rms)]  # PPD
+    teacher_eval = teacher_evals[0]  # PPD
+    evaluation.update({"method": "ppd" if args.distill_coef > 0 else "ppo", "distill_coef": args.distill_coef,  # PPD
+                       "teacher_checkpoint": args.teacher[0], "teacher_noise_std": args.teacher_noise_std,  # PPD
+                       "teacher_checkpoints": list(args.teacher), "teacher_weights": list(args.teacher_weight),  # PPD
+                       "teachers": teacher_evals, "distill_coef_schedule": args.distill_coef_schedule,  # PPD
+                       "teacher_reference_return": teacher_return,  # R_teacher of the adaptive lambda  # PPD
+                       "teacher": teacher_eval,  # PPD
+                       "fraction_of_teacher": student_eval["mean_return"] / teacher_eval["mean_return"]  # PPD
+                       if teacher_eval["mean_return"] != 0 else None})  # PPD
+    if args.teacher_noise_std > 0:  # the uncorrupted teachers too, the reference of the paper's Table 2  # PPD
         evaluation["teachers_clean"] = [eval_summary(*evaluate(agent_from_checkpoint(ckpt).to(device).actor, args.env_id,  # PPD
                                                               args.eval_episodes, args.seed + 10_000, device, rms))  # PPD
                                         for ckpt, rms in zip(teacher_ckpts, teacher_obs_rms)]  # PPD
@@ -949,8 +981,9 @@ def main(args: Args) -> dict:
     if args.capture_video:  # same env seed as the evaluation's first episode
         from ppd_tools.video import film
 
-        policies = [(f"teacher{'' if len(teachers) == 1 else f' {k}'}", teacher.actor, rms)  # PPD
-                    for k, (teacher, rms) in enumerate(zip(teachers, teacher_obs_rms))]  # PPD
+        policies = []
+        policies += [(f"teacher{'' if len(teachers) == 1 else f' {k}'}", teacher.actor, rms)  # PPD
+                     for k, (teacher, rms) in enumerate(zip(teachers, teacher_obs_rms))]  # PPD
         policies.append((f"student ({args.student_arch})", agent.actor, obs_rms))
         evaluation["video"] = film(os.path.join(run_dir, "video.gif"), policies, args.env_id, "mlp", {},
                                    args.seed + 10_000, device, args.video_seconds)
@@ -959,14 +992,18 @@ def main(args: Args) -> dict:
     atomic_save(evaluation, os.path.join(run_dir, "eval.json"), as_json=True)
     writer.add_scalar("eval/student_mean_return", student_eval["mean_return"], global_step)
     writer.close()
-    print(f"\n{args.env_id}, {args.eval_episodes} evaluation episodes (deterministic):\n"
-          f"  teacher{' (noisy)' if args.teacher_noise_std > 0 else ''}: {teacher_eval['mean_return']:9.2f} +- {teacher_eval['std_return']:.2f}\n"
-          + "".join(f"  teacher {k} (weight {args.teacher_weight[k]:.3g}): {e['mean_return']:9.2f} +- {e['std_return']:.2f}\n"  # PPD
-                    for k, e in enumerate(teacher_evals) if len(teacher_evals) > 1) +  # PPD
-          f"  student ({args.student_arch}): {student_eval['mean_return']:9.2f} +- {student_eval['std_return']:.2f}"
-          f"   = {'n/a' if evaluation['fraction_of_teacher'] is None else format(evaluation['fraction_of_teacher'], '.1%')} of the teacher\n"
-          f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}"
-          + (f", video in {os.path.join(run_dir, 'video.gif')}" if args.capture_video else ""))
+    summary = f"\n{args.env_id}, {args.eval_episodes} evaluation episodes (deterministic):\n"
+    summary += (f"  teacher{' (noisy)' if args.teacher_noise_std > 0 else ''}: "  # PPD
+                f"{teacher_eval['mean_return']:9.2f} +- {teacher_eval['std_return']:.2f}\n")  # PPD
+    summary += "".join(f"  teacher {k} (weight {args.teacher_weight[k]:.3g}): "  # PPD
+                       f"{e['mean_return']:9.2f} +- {e['std_return']:.2f}\n"  # PPD
+                       for k, e in enumerate(teacher_evals) if len(teacher_evals) > 1)  # PPD
+    summary += f"  student ({args.student_arch}): "
+    summary += f"{student_eval['mean_return']:9.2f} +- {student_eval['std_return']:.2f}"
+    fraction = evaluation["fraction_of_teacher"]  # PPD
+    summary += f"   = {'n/a' if fraction is None else format(fraction, '.1%')} of the teacher"  # PPD
+    paths = f"\n  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}"
+    print(summary + paths + (f", video in {os.path.join(run_dir, 'video.gif')}" if args.capture_video else ""))
     return evaluation
 
 
@@ -974,7 +1011,7 @@ if __name__ == "__main__":
     import tyro
 
     try:
-        main(tyro.cli(Args, config=(tyro.conf.UseAppendAction,)))  # PPD: --teacher and --teacher-weight repeat per teacher
+        main(tyro.cli(Args, config=(tyro.conf.UseAppendAction,)))  # --teacher, --teacher-weight: one per teacher
         interrupted = False
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside training: the checkpoints written so far are kept
         interrupted = True
