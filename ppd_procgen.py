@@ -5,10 +5,11 @@ PPD is PPO in which the student collects the data and its loss also pulls it tow
 
     L = L_PPO-clip - alpha * H(pi_student) + lambda * KL(pi_teacher || pi_student) * max(ratio, 1 - eps) + c_v * L_V
 
-Every line this script adds to plain PPO (train_teacher.py) ends in `# PPD`, so `grep -n "# PPD" ppd_procgen.py`
-lists the whole method. With `--distill-coef 0` the script is PPO, number for number. The student trains on
-the teacher's levels (its checkpoint fixes the game, the level range and the difficulty: 200 easy levels in the
-paper); evaluation samples actions and runs on unseen test levels and, separately, on the training levels.
+Every line this script adds to plain PPO (train_teacher.py) ends in `# PPD`: `grep -n "# PPD$" ppd_procgen.py`
+lists the whole method, and `grep -v "# PPD$" ppd_procgen.py` is plain PPO on its own --env-id and level flags.
+With `--distill-coef 0` the script is PPO, number for number. The student trains on the teacher's levels (its
+checkpoint fixes the game, the level range and the difficulty: 200 easy levels in the paper); evaluation samples
+actions and runs on unseen test levels and, separately, on the training levels.
 
     python train_teacher.py --env-id procgen:coinrun --run-name coinrun && cp runs/coinrun/model.pt teachers/procgen-coinrun.pt
     python ppd_procgen.py --student-arch smaller           # teachers/procgen-coinrun.pt -> Nature-CNN student
@@ -44,9 +45,23 @@ FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
 class Args:
     # General settings
     teacher: tuple[str, ...] = ()  # PPD
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; it also fixes the training levels); repeat the flag for several teachers trained on the same levels, whose terms are summed with --teacher-weight (default: teachers/procgen-coinrun.pt)"""
-    env_id: Optional[str] = None
-    """`procgen:<game>`, e.g. `procgen:coinrun` (default: the teacher's env)"""
+    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; it also fixes the training levels); repeat the flag for several teachers trained on the same levels, whose terms are summed with --teacher-weight (default: teachers/procgen-coinrun.pt)"""  # PPD
+    env_id: str = "procgen:coinrun"
+    """`procgen:<game>`, e.g. `procgen:coinrun`"""
+    env_id: Optional[str] = None  # PPD
+    """`procgen:<game>`, e.g. `procgen:coinrun` (default: the teacher's env)"""  # PPD
+    procgen_num_levels: int = 200
+    """number of training levels (evaluation uses levels outside them)"""
+    procgen_num_levels: Optional[int] = None  # PPD
+    """number of training levels (evaluation uses levels outside them; default and only value: the teacher's)"""  # PPD
+    procgen_start_level: int = 0
+    """first training level"""
+    procgen_start_level: Optional[int] = None  # PPD
+    """first training level (default and only value: the teacher's)"""  # PPD
+    procgen_distribution_mode: str = "easy"
+    """difficulty"""
+    procgen_distribution_mode: Optional[str] = None  # PPD
+    """difficulty (default and only value: the teacher's)"""  # PPD
     student_arch: Literal["smaller", "same", "larger"] = "same"
     """student network size (paper Table 4: Nature-CNN 32-32-32 fc 128, IMPALA-CNN 16-32-32 fc 256, IMPALA-CNN 32-64-64 fc 1024)"""
     exp_name: str = "ppd"
@@ -76,17 +91,17 @@ class Args:
 
     # Algorithm settings (paper A.3: the teacher's PPO settings except gamma, ent_coef and num_steps)
     distill_coef: float = 1.0  # PPD
-    """lambda, weight of the distillation term; 0 gives plain PPO"""
+    """lambda, weight of the distillation term; 0 gives plain PPO"""  # PPD
     distill_coef_schedule: Literal["constant", "linear", "cosine", "adaptive"] = "constant"  # PPD
-    """lambda over the run, recomputed every update: constant; linear or cosine: decays from --distill-coef to 0 at --total-timesteps; adaptive: --distill-coef x clip((R_teacher - R_student) / |R_teacher|, 0, 1), R_student the mean return of the student's last 20 training episodes (--distill-coef until the first one ends), so lambda is 0 once the student matches the teacher and it is free to surpass an imperfect one"""
+    """lambda over the run, recomputed every update: constant; linear or cosine: decays from --distill-coef to 0 at --total-timesteps; adaptive: --distill-coef x clip((R_teacher - R_student) / |R_teacher|, 0, 1), R_student the mean return of the student's last 20 training episodes (--distill-coef until the first one ends), so lambda is 0 once the student matches the teacher and it is free to surpass an imperfect one"""  # PPD
     teacher_return: Optional[float] = None  # PPD
-    """R_teacher of the adaptive schedule (default: the first teacher's checkpoint evaluation on its training levels, `train_levels.mean_return`, else a 10-episode evaluation of it there at the start; with --teacher-noise-std > 0 always that evaluation, of the noisy teacher)"""
+    """R_teacher of the adaptive schedule (default: the first teacher's checkpoint evaluation on its training levels, `train_levels.mean_return`, else a 10-episode evaluation of it there at the start; with --teacher-noise-std > 0 always that evaluation, of the noisy teacher)"""  # PPD
     teacher_weight: tuple[float, ...] = ()  # PPD
-    """weight w_k of each teacher's term, one per --teacher in the same order, normalized to sum to 1 (default: equal weights)"""
+    """weight w_k of each teacher's term, one per --teacher in the same order, normalized to sum to 1 (default: equal weights)"""  # PPD
     kl_direction: Literal["forward", "reverse"] = "forward"  # PPD
-    """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""
+    """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""  # PPD
     teacher_noise_std: float = 0.0  # PPD
-    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (+ 1000 x the teacher's index) (paper: 0.05)"""
+    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (+ 1000 x the teacher's index) (paper: 0.05)"""  # PPD
     total_timesteps: int = 2_000_000
     """environment steps to train"""
     learning_rate: float = 3e-4
@@ -123,7 +138,8 @@ class Args:
 
 # the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
 FLAG_RANGES = {
-    "seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1",
+    "seed": ">= 0", "procgen_num_levels": ">= 1", "procgen_start_level": ">= 0", "checkpoint_every": ">= 0",
+    "eval_episodes": ">= 1",
     "teacher_noise_std": ">= 0",  # PPD
     "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1",
     "minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]", "clip_coef": "> 0",
@@ -396,50 +412,53 @@ class Agent(nn.Module):
 # The distillation term (paper Eq. 2)
 # ----------------------------------------------------------------------------------------------------
 def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor, direction: str = "forward") -> torch.Tensor:  # PPD
-    """Analytic KL between the Categoricals over the whole action set, per state: KL(teacher || student) for
-    'forward', KL(student || teacher) for 'reverse'."""
-    log_p, log_q = torch.log_softmax(teacher_logits, -1), torch.log_softmax(student_logits, -1)
-    if direction == "reverse":
-        log_p, log_q = log_q, log_p
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
+    """Analytic KL between the Categoricals over the whole action set, per state."""  # PPD
+    # KL(teacher || student) for 'forward', KL(student || teacher) for 'reverse'  # PPD
+    log_p, log_q = torch.log_softmax(teacher_logits, -1), torch.log_softmax(student_logits, -1)  # PPD
+    if direction == "reverse":  # PPD
+        log_p, log_q = log_q, log_p  # PPD
+    return (log_p.exp() * (log_p - log_q)).sum(-1)  # PPD
 
 
 def add_teacher_noise(agent: nn.Module, std: float, seed: int) -> None:  # PPD
-    """The paper's imperfect teacher: independent N(0, std^2) noise on every parameter, reproducible by seed."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in agent.parameters():
-            p.add_(torch.randn(p.shape, generator=generator) * std)
+    """The paper's imperfect teacher: independent N(0, std^2) noise on every parameter, reproducible by seed."""  # PPD
+    generator = torch.Generator().manual_seed(seed)  # PPD
+    with torch.no_grad():  # PPD
+        for p in agent.parameters():  # PPD
+            p.add_(torch.randn(p.shape, generator=generator) * std)  # PPD
 
 
 def teacher_weights(weights, num_teachers: int) -> tuple:  # PPD
-    """--teacher-weight checked and normalized to sum to 1 (equal weights when none are given); UsageError otherwise."""
-    weights = tuple(float(w) for w in weights) or (1.0,) * num_teachers
-    if len(weights) != num_teachers:
-        raise UsageError(f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s); give one "
-                         "weight per --teacher, in the same order, or none for equal weights")
-    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:
-        raise UsageError(f"--teacher-weight must be finite, >= 0 and not all 0, got {', '.join(map(str, weights))}")
-    return tuple(w / sum(weights) for w in weights)
+    """--teacher-weight checked and normalized to sum to 1 (equal weights when none are given)."""  # PPD
+    weights = tuple(float(w) for w in weights) or (1.0,) * num_teachers  # PPD
+    if len(weights) != num_teachers:  # PPD
+        raise UsageError(f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s); "  # PPD
+                         "give one weight per --teacher, in the same order, or none for equal weights")  # PPD
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:  # PPD
+        raise UsageError("--teacher-weight must be finite, >= 0 and not all 0, got "  # PPD
+                         + ", ".join(map(str, weights)))  # PPD
+    return tuple(w / sum(weights) for w in weights)  # PPD
 
 
 def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_student_return: Optional[float],  # PPD
-                    teacher_return: Optional[float]) -> float:
-    """lambda at environment step `step` of `total` (--distill-coef-schedule). recent_student_return: mean return of
-    the student's last training episodes, None before the first one ends; teacher_return: R_teacher (adaptive only)."""
-    progress = min(max(step / total, 0.0), 1.0)
-    if schedule == "constant":
-        return coef
-    if schedule == "linear":
-        return coef * (1.0 - progress)
-    if schedule == "cosine":  # half a cosine, from coef to 0
-        return coef * 0.5 * (1.0 + math.cos(math.pi * progress))
-    if schedule == "adaptive":  # the student's shortfall as a fraction of the teacher's return, clipped to [0, 1]
-        if recent_student_return is None:
-            return coef
-        shortfall = (teacher_return - recent_student_return) / max(abs(teacher_return), 1e-8)
-        return coef * min(max(shortfall, 0.0), 1.0)
-    raise ValueError(f"unknown distill-coef schedule '{schedule}'")
+                    teacher_return: Optional[float]) -> float:  # PPD
+    """lambda at environment step `step` of `total` (--distill-coef-schedule)."""  # PPD
+    # recent_student_return: mean return of the student's last training episodes, None before the first one ends;  # PPD
+    # teacher_return: R_teacher (adaptive only)  # PPD
+    progress = min(max(step / total, 0.0), 1.0)  # PPD
+    if schedule == "constant":  # PPD
+        return coef  # PPD
+    if schedule == "linear":  # PPD
+        return coef * (1.0 - progress)  # PPD
+    if schedule == "cosine":  # half a cosine, from coef to 0  # PPD
+        return coef * 0.5 * (1.0 + math.cos(math.pi * progress))  # PPD
+    # adaptive: the student's shortfall as a fraction of the teacher's return, clipped to [0, 1]  # PPD
+    if schedule == "adaptive":  # PPD
+        if recent_student_return is None:  # PPD
+            return coef  # PPD
+        shortfall = (teacher_return - recent_student_return) / max(abs(teacher_return), 1e-8)  # PPD
+        return coef * min(max(shortfall, 0.0), 1.0)  # PPD
+    raise ValueError(f"unknown distill-coef schedule '{schedule}'")  # PPD
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -528,11 +547,12 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
 # Foreign teachers: a Stable-Baselines3 .zip or CleanRL .cleanrl_model is converted first by ppd_tools/convert_teacher.py
 # ----------------------------------------------------------------------------------------------------
 def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:  # PPD
-    """UsageError naming the converter when a teacher is a Stable-Baselines3 or CleanRL file, not a checkpoint."""
-    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]
-    if foreign:
-        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "
-                         f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} --output teacher.pt")
+    """UsageError naming the converter when a teacher is a Stable-Baselines3 or CleanRL file."""  # PPD
+    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]  # PPD
+    if foreign:  # PPD
+        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "  # PPD
+                         f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} "  # PPD
+                         "--output teacher.pt")  # PPD
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -604,9 +624,10 @@ def eval_summary(returns: list, truncated: int) -> dict:
 # ----------------------------------------------------------------------------------------------------
 # Run folders
 # ----------------------------------------------------------------------------------------------------
-STRUCTURAL = ("env_id", "teacher", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size",
-              "distill_coef", "kl_direction", "teacher_noise_std",
-              "teacher_weight", "distill_coef_schedule", "teacher_return")  # PPD
+STRUCTURAL = ("env_id", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size", "procgen_num_levels",
+              "procgen_start_level", "procgen_distribution_mode")
+STRUCTURAL += ("teacher", "distill_coef", "kl_direction", "teacher_noise_std", "teacher_weight",  # PPD
+               "distill_coef_schedule", "teacher_return")  # PPD
 
 
 def prepare_run(args: Args, default_name: str):
@@ -617,7 +638,7 @@ def prepare_run(args: Args, default_name: str):
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
             raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
-        if isinstance(state["args"].get("teacher"), str):  # PPD: a run from before several teachers
+        if isinstance(state["args"].get("teacher"), str):  # a run from before several teachers  # PPD
             state["args"]["teacher"] = (state["args"]["teacher"],)  # PPD
         changed = [k for k in STRUCTURAL if k in state["args"] and state["args"][k] != getattr(args, k)]  # flags newer than the run: as it ran
         if changed:
@@ -648,23 +669,29 @@ def main(args: Args) -> dict:
         if args.distill_coef < 0:  # PPD
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
         args.teacher = (args.teacher,) if isinstance(args.teacher, str) else (tuple(args.teacher) or (DEFAULT_TEACHER,))  # PPD
-        args.teacher_weight = teacher_weights(args.teacher_weight, len(args.teacher))  # PPD: normalized, sum 1
+        args.teacher_weight = teacher_weights(args.teacher_weight, len(args.teacher))  # normalized, sum 1  # PPD
         if args.teacher_return is not None and not math.isfinite(args.teacher_return):  # PPD
             raise UsageError(f"--teacher-return must be a finite number, got {args.teacher_return}")  # PPD
-        if args.env_id is not None:
-            check_env_id(args.env_id)
-        refuse_foreign_teachers(args.teacher, None)  # PPD: converted for its own env (MLP or Atari: not a Procgen one)
-        teacher_ckpts = [load_checkpoint(args.teacher[0], env_id=args.env_id)]  # PPD: the first teacher sets the game
+        if args.env_id is not None:  # PPD
+            check_env_id(args.env_id)  # PPD
+        refuse_foreign_teachers(args.teacher, None)  # converted for its own env (MLP or Atari, not Procgen)  # PPD
+        teacher_ckpts = [load_checkpoint(args.teacher[0], env_id=args.env_id)]  # the first sets the game  # PPD
         args.env_id = args.env_id or teacher_ckpts[0]["env_id"]  # PPD
         teacher_ckpts += [load_checkpoint(path, env_id=args.env_id) for path in args.teacher[1:]]  # PPD
-        env_config = teacher_ckpts[0]["env_config"]  # PPD: the env as the teacher saw it (its levels, difficulty)
+        check_env_id(args.env_id)
+        env_config = {"procgen_num_levels": args.procgen_num_levels, "procgen_start_level": args.procgen_start_level,
+                      "procgen_distribution_mode": args.procgen_distribution_mode}
+        given = {k: v for k, v in env_config.items() if v is not None}  # PPD
+        env_config = teacher_ckpts[0]["env_config"]  # the env as the teacher saw it (its levels, difficulty)  # PPD
+        if any(env_config[k] != v for k, v in given.items()):  # PPD
+            raise UsageError(f"the level flags ({given}) differ from the teacher's levels; leave them out")  # PPD
         levels = ("procgen_start_level", "procgen_num_levels", "procgen_distribution_mode")  # PPD
-        for path, ckpt in zip(args.teacher[1:], teacher_ckpts[1:]):  # PPD: the test levels are unseen by every teacher
+        for path, ckpt in zip(args.teacher[1:], teacher_ckpts[1:]):  # the test levels are unseen by every one  # PPD
             if [ckpt["env_config"][k] for k in levels] != [env_config[k] for k in levels]:  # PPD
                 raise UsageError(f"teacher '{path}' was trained on levels {[ckpt['env_config'][k] for k in levels]} (start, "  # PPD
                                  f"count, mode), the first teacher on {[env_config[k] for k in levels]}; give teachers "  # PPD
                                  "trained on the same levels")  # PPD
-        if env_config["procgen_num_levels"] == 0:  # PPD: procgen's 0 means every level: none is left for testing
+        if env_config["procgen_num_levels"] == 0:  # procgen's 0 means every level, none left for testing  # PPD
             raise UsageError(f"teacher '{args.teacher[0]}' was trained on all levels (num_levels 0): there are no unseen levels to evaluate on")  # PPD
         if args.total_timesteps < args.num_envs * args.num_steps:
             raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
@@ -682,21 +709,21 @@ def main(args: Args) -> dict:
     obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    # the teachers are built before seeding, so that the student's initialization matches plain PPO's
+    # the teachers are built before seeding, so that the student's initialization matches plain PPO's  # PPD
     teachers = [agent_from_checkpoint(ckpt) for ckpt in teacher_ckpts]  # PPD
-    # PPD: frozen; channels_last halves the CNN's forward time on a CPU (measured; on a GPU left as it is)
+    # frozen; channels_last halves the CNN's forward time on a CPU (measured; on a GPU left as it is)  # PPD
     teacher_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format  # PPD
     for k, teacher in enumerate(teachers):  # PPD
         if args.teacher_noise_std > 0:  # PPD
             add_teacher_noise(teacher, args.teacher_noise_std, args.seed + 1000 * k)  # PPD
         teacher.to(device, memory_format=teacher_format).eval().requires_grad_(False)  # PPD
-    teacher_weight = torch.tensor(args.teacher_weight, device=device)  # PPD: w_k
+    teacher_weight = torch.tensor(args.teacher_weight, device=device)  # w_k  # PPD
     # R_teacher of the adaptive lambda (on the training levels, where the student's return is measured): flag, else as  # PPD
     # the interrupted run had it, else the checkpoint's, else measured  # PPD
     teacher_return = args.teacher_return if args.distill_coef_schedule == "adaptive" else None  # PPD
     if args.distill_coef_schedule == "adaptive" and teacher_return is None:  # PPD
         teacher_return = (resume_state or {}).get("train_state", {}).get("teacher_return")  # PPD
-        if teacher_return is None and args.teacher_noise_std == 0:  # PPD: a noisy teacher's own return is unknown
+        if teacher_return is None and args.teacher_noise_std == 0:  # a noisy teacher's return is unknown  # PPD
             teacher_return = ((teacher_ckpts[0].get("eval") or {}).get("train_levels") or {}).get("mean_return")  # PPD
         if teacher_return is None:  # PPD
             print("measuring the teacher's return for the adaptive lambda (10 episodes)", flush=True)  # PPD
@@ -763,7 +790,7 @@ def main(args: Args) -> dict:
                                 "python_rng": random.getstate(), "envs": envs.get_state(raw_obs),
                                 "discounted_return": torch.from_numpy(discounted_return.copy()),
                                 "recent_returns": list(recent_returns)}
-        state["train_state"]["teacher_return"] = teacher_return  # PPD: R_teacher of the adaptive lambda
+        state["train_state"]["teacher_return"] = teacher_return  # R_teacher of the adaptive lambda  # PPD
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
 
     # ALGO Logic: storage setup (frames stay uint8 on the device; the networks convert each batch they see)
@@ -827,10 +854,12 @@ def main(args: Args) -> dict:
         b_obs = obs.reshape((-1,) + obs_shape)
         b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape((-1,) + action_space.shape)
         b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
-        with torch.no_grad():  # PPD: a teacher depends only on the states: one forward per rollout and teacher, in minibatch-sized chunks
+        # a teacher depends only on the states: one forward per rollout and teacher, in minibatch-sized chunks  # PPD
+        with torch.no_grad():  # PPD
             b_teacher_logits = [torch.cat([teacher.actor(x).logits for x in b_obs.split(minibatch_size)])  # PPD
                                 for teacher in teachers]  # PPD
-        clipfracs, kls, agreements, teacher_kls = [], [], [], []  # PPD: kls, agreements, teacher_kls
+        clipfracs = []
+        kls, agreements, teacher_kls = [], [], []  # PPD
         for epoch in range(args.update_epochs):
             b_inds = torch.randperm(batch_size, device=device)
             for start in range(0, batch_size, minibatch_size):
@@ -865,10 +894,10 @@ def main(args: Args) -> dict:
                 terms["distill_loss"] = distill_loss  # PPD
                 stop_if_not_finite(loss, grad_norm, terms, iteration, run_dir)
                 optimizer.step()
-                with torch.no_grad():  # PPD: how close the student's greedy policy is to the teacher's
+                with torch.no_grad():  # how close the student's greedy policy is to the teacher's  # PPD
                     kls.append(kl.mean().item())  # PPD
-                    teacher_kls.append(kl_per_teacher.mean(1))  # PPD: kept on the device, read once per update
-                    # PPD: fraction of states where both pick the same greedy action (first teacher)
+                    teacher_kls.append(kl_per_teacher.mean(1))  # kept on the device, read once per update  # PPD
+                    # fraction of states where both pick the same greedy action (first teacher)  # PPD
                     agreements.append((dist.logits.argmax(-1) == mb_teacher_logits[0].argmax(-1)).float().mean().item())  # PPD
 
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
@@ -891,8 +920,9 @@ def main(args: Args) -> dict:
         writer.add_scalar("distill/greedy_agreement", np.mean(agreements), global_step)  # PPD
         writer.add_scalar("charts/SPS", sps, global_step)
         progress.update(batch_size)
-        progress.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
-                             kl=f"{np.mean(kls):.3f}", lam=f"{distill_coef:.3g}", refresh=False)  # PPD: kl, lam
+        postfix = {"sps": sps, "ret": f"{np.mean(recent_returns):.1f}" if recent_returns else "-"}
+        postfix.update(kl=f"{np.mean(kls):.3f}", lam=f"{distill_coef:.3g}")  # PPD
+        progress.set_postfix(postfix, refresh=False)
 
         if stop["signal"] is not None or (args.checkpoint_every and global_step // args.checkpoint_every
                                           > (global_step - batch_size) // args.checkpoint_every):
@@ -911,13 +941,13 @@ def main(args: Args) -> dict:
     # ---- final evaluation (SPEC section 5): student and teacher, sampled actions, same protocol and seeds,
     # on unseen levels (generalization, the paper's Table 1) and on the training levels (its Table 8)
     clean_teachers = [agent_from_checkpoint(ckpt).to(device) for ckpt in teacher_ckpts] if args.teacher_noise_std > 0 else None  # PPD
-    evaluation = {"env_id": args.env_id, "method": "ppd" if args.distill_coef > 0 else "ppo", "student_arch": args.student_arch,
-                  "global_step": global_step, "deterministic": False, "distill_coef": args.distill_coef,
-                  "seed": args.seed, "teacher_checkpoint": args.teacher[0], "teacher_noise_std": args.teacher_noise_std,
-                  "teacher_checkpoints": list(args.teacher), "teacher_weights": list(args.teacher_weight),  # PPD
-                  "distill_coef_schedule": args.distill_coef_schedule,  # PPD
-                  "teacher_reference_return": teacher_return,  # PPD: R_teacher of the adaptive lambda (else None)
-                  "env_config": env_config}
+    evaluation = {"env_id": args.env_id, "method": "ppo", "student_arch": args.student_arch, "global_step": global_step,
+                  "deterministic": False, "seed": args.seed, "env_config": env_config}
+    evaluation.update({"method": "ppd" if args.distill_coef > 0 else "ppo", "distill_coef": args.distill_coef,  # PPD
+                       "teacher_checkpoint": args.teacher[0], "teacher_noise_std": args.teacher_noise_std,  # PPD
+                       "teacher_checkpoints": list(args.teacher), "teacher_weights": list(args.teacher_weight),  # PPD
+                       "distill_coef_schedule": args.distill_coef_schedule,  # PPD
+                       "teacher_reference_return": teacher_return})  # R_teacher of an adaptive lambda  # PPD
 
     def run_eval(actor: Actor, levels: str) -> dict:
         return eval_summary(*evaluate(actor, args.env_id, env_config, levels, args.eval_episodes, args.seed + 10_000, device))
@@ -927,12 +957,13 @@ def main(args: Args) -> dict:
         block = {"start_level": start_level, "num_levels": num_levels,
                  "student": run_eval(agent.actor, levels)}
         block["teachers"] = [run_eval(teacher.actor, levels) for teacher in teachers]  # PPD
-        block["teacher"] = block["teachers"][0]  # PPD: "teacher" and fraction_of_teacher: the first teacher's
-        if clean_teachers is not None:  # the uncorrupted teachers too, the reference of the paper's Table 2
+        block["teacher"] = block["teachers"][0]  # "teacher" and fraction_of_teacher: the first teacher's  # PPD
+        if clean_teachers is not None:  # the uncorrupted teachers too, the reference of the paper's Table 2  # PPD
             block["teachers_clean"] = [run_eval(teacher.actor, levels) for teacher in clean_teachers]  # PPD
             block["teacher_clean"] = block["teachers_clean"][0]  # PPD
-        teacher_score = block["teacher"]["mean_return"]
-        block["fraction_of_teacher"] = block["student"]["mean_return"] / teacher_score if teacher_score != 0 else None
+        teacher_score = block["teacher"]["mean_return"]  # PPD
+        block["fraction_of_teacher"] = (block["student"]["mean_return"] / teacher_score  # PPD
+                                        if teacher_score != 0 else None)  # PPD
         evaluation[f"{levels}_levels"] = block
     evaluation["command"] = " ".join(["python"] + sys.argv)
 
@@ -947,15 +978,19 @@ def main(args: Args) -> dict:
     print(f"\n{args.env_id}, {args.eval_episodes} episodes per level set, sampled actions:")
     for levels in ("test", "train"):
         e = evaluation[f"{levels}_levels"]
-        fraction = e["fraction_of_teacher"]
-        print(f"  {levels} levels [{e['start_level']}, {e['start_level'] + e['num_levels']}):\n"
-              f"    teacher{' (noisy)' if args.teacher_noise_std > 0 else ''}: {e['teacher']['mean_return']:9.2f} +- {e['teacher']['std_return']:.2f}\n"
-              + (f"    teacher (without noise): {e['teacher_clean']['mean_return']:9.2f} +- {e['teacher_clean']['std_return']:.2f}\n"
-                 if clean_teachers is not None else "")
-              + "".join(f"    teacher {k} (weight {args.teacher_weight[k]:.3g}): {t['mean_return']:9.2f} +- {t['std_return']:.2f}\n"  # PPD
-                        for k, t in enumerate(e["teachers"]) if len(teachers) > 1)  # PPD
-              + f"    student ({args.student_arch}): {e['student']['mean_return']:9.2f} +- {e['student']['std_return']:.2f}"
-              f"   = {'n/a' if fraction is None else f'{fraction:.1%}'} of the teacher")
+        rows = [f"  {levels} levels [{e['start_level']}, {e['start_level'] + e['num_levels']}):"]
+        rows.append(f"    teacher{' (noisy)' if args.teacher_noise_std > 0 else ''}: "  # PPD
+                    f"{e['teacher']['mean_return']:9.2f} +- {e['teacher']['std_return']:.2f}")  # PPD
+        if clean_teachers is not None:  # PPD
+            rows.append(f"    teacher (without noise): {e['teacher_clean']['mean_return']:9.2f} +- "  # PPD
+                        f"{e['teacher_clean']['std_return']:.2f}")  # PPD
+        rows += [f"    teacher {k} (weight {w:.3g}): {t['mean_return']:9.2f} +- {t['std_return']:.2f}"  # PPD
+                 for k, (t, w) in enumerate(zip(e["teachers"], args.teacher_weight)) if len(teachers) > 1]  # PPD
+        student = e["student"]
+        rows.append(f"    student ({args.student_arch}): {student['mean_return']:9.2f} +- {student['std_return']:.2f}")
+        fraction = e["fraction_of_teacher"]  # PPD
+        rows[-1] += f"   = {'n/a' if fraction is None else f'{fraction:.1%}'} of the teacher"  # PPD
+        print("\n".join(rows))
     print(f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}")
     return evaluation
 
@@ -964,7 +999,9 @@ if __name__ == "__main__":
     import tyro
 
     try:
-        main(tyro.cli(Args, config=(tyro.conf.UseAppendAction,)))  # PPD: --teacher and --teacher-weight repeat per teacher
+        config = ()
+        config = (tyro.conf.UseAppendAction,)  # --teacher and --teacher-weight repeat per teacher  # PPD
+        main(tyro.cli(Args, config=config))
         interrupted = False
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside training: the checkpoints written so far are kept
         interrupted = True
