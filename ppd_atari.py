@@ -5,10 +5,11 @@ PPD is PPO in which the student collects the data and its loss also pulls it tow
 
     L = L_PPO-clip - alpha * H(pi_student) + lambda * KL(pi_teacher || pi_student) * max(ratio, 1 - eps) + c_v * L_V
 
-Every line this script adds to plain PPO (train_teacher.py) ends in `# PPD`, so `grep -n "# PPD" ppd_atari.py`
-lists the whole method. With `--distill-coef 0` the script is PPO, number for number. The environment is the
-teacher's (its checkpoint fixes the game and the frame skip); evaluation plays full games (all lives) with
-greedy actions and reports human-normalized scores.
+Every line this script adds to plain PPO (train_teacher.py) ends in `# PPD`: `grep -n "# PPD$" ppd_atari.py`
+lists the whole method, and `grep -v "# PPD$" ppd_atari.py` is plain PPO on its own --env-id and --frame-skip.
+With `--distill-coef 0` the script is PPO, number for number. The environment is the teacher's (its checkpoint
+fixes the game and the frame skip); evaluation plays full games (all lives) with greedy actions and reports
+human-normalized scores.
 
     python train_teacher.py --env-id PongNoFrameskip-v4 --run-name pong && cp runs/pong/model.pt teachers/PongNoFrameskip-v4.pt
     python ppd_atari.py --student-arch smaller             # teachers/PongNoFrameskip-v4.pt -> Nature-CNN student
@@ -44,9 +45,15 @@ FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
 class Args:
     # General settings
     teacher: tuple[str, ...] = ()  # PPD
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; the first teacher fixes the game and the frame skip; a Stable-Baselines3 `.zip` (CnnPolicy) or CleanRL ppo_atari.py `.cleanrl_model` teacher is converted first by `python -m ppd_tools.convert_teacher`); repeat the flag for several teachers of the same game, whose terms are summed with --teacher-weight (default: teachers/PongNoFrameskip-v4.pt)"""
-    env_id: Optional[str] = None
-    """`<Game>NoFrameskip-v4` or `ALE/<Game>-v5` (default: the teacher's env)"""
+    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; the first teacher fixes the game and the frame skip; a Stable-Baselines3 `.zip` (CnnPolicy) or CleanRL ppo_atari.py `.cleanrl_model` teacher is converted first by `python -m ppd_tools.convert_teacher`); repeat the flag for several teachers of the same game, whose terms are summed with --teacher-weight (default: teachers/PongNoFrameskip-v4.pt)"""  # PPD
+    env_id: str = "PongNoFrameskip-v4"
+    """`<Game>NoFrameskip-v4` or `ALE/<Game>-v5`"""
+    env_id: Optional[str] = None  # PPD
+    """`<Game>NoFrameskip-v4` or `ALE/<Game>-v5` (default: the teacher's env)"""  # PPD
+    frame_skip: int = 4
+    """frames per action, max-pooled over the last two"""
+    frame_skip: Optional[int] = None  # PPD
+    """frames per action, max-pooled over the last two (default and only value: the teacher's)"""  # PPD
     student_arch: Literal["smaller", "same", "larger"] = "same"
     """student network size (paper Table 4: Nature-CNN 32-32-32 fc 128, IMPALA-CNN 16-32-32 fc 256, IMPALA-CNN 32-64-64 fc 1024)"""
     exp_name: str = "ppd"
@@ -84,17 +91,17 @@ class Args:
 
     # Algorithm settings (paper A.3: the teacher's PPO settings except gamma, ent_coef and num_steps)
     distill_coef: float = 1.0  # PPD
-    """lambda, weight of the distillation term; 0 gives plain PPO"""
+    """lambda, weight of the distillation term; 0 gives plain PPO"""  # PPD
     distill_coef_schedule: Literal["constant", "linear", "cosine", "adaptive"] = "constant"  # PPD
-    """lambda over the run, recomputed every update: constant; linear or cosine: decays from --distill-coef to 0 at --total-timesteps; adaptive: --distill-coef x clip((R_teacher - R_student) / |R_teacher|, 0, 1), R_student the mean raw score of the student's last 20 full training games (--distill-coef until the first one ends), so lambda is 0 once the student matches the teacher and it is free to surpass an imperfect one"""
+    """lambda over the run, recomputed every update: constant; linear or cosine: decays from --distill-coef to 0 at --total-timesteps; adaptive: --distill-coef x clip((R_teacher - R_student) / |R_teacher|, 0, 1), R_student the mean raw score of the student's last 20 full training games (--distill-coef until the first one ends), so lambda is 0 once the student matches the teacher and it is free to surpass an imperfect one"""  # PPD
     teacher_return: Optional[float] = None  # PPD
-    """R_teacher of the adaptive schedule (default: the first teacher's checkpoint evaluation `mean_return`, else a 10-game evaluation of it at the start; with --teacher-noise-std > 0 always that evaluation, of the noisy teacher, since the checkpoint's score is the clean teacher's)"""
+    """R_teacher of the adaptive schedule (default: the first teacher's checkpoint evaluation `mean_return`, else a 10-game evaluation of it at the start; with --teacher-noise-std > 0 always that evaluation, of the noisy teacher, since the checkpoint's score is the clean teacher's)"""  # PPD
     teacher_weight: tuple[float, ...] = ()  # PPD
-    """weight w_k of each teacher's term, one per --teacher in the same order, normalized to sum to 1 (default: equal weights)"""
+    """weight w_k of each teacher's term, one per --teacher in the same order, normalized to sum to 1 (default: equal weights)"""  # PPD
     kl_direction: Literal["forward", "reverse"] = "forward"  # PPD
-    """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""
+    """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""  # PPD
     teacher_noise_std: float = 0.0  # PPD
-    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (+ 1000 x the teacher's index) (paper: 0.05)"""
+    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (+ 1000 x the teacher's index) (paper: 0.05)"""  # PPD
     total_timesteps: int = 2_000_000
     """environment steps to train"""
     learning_rate: float = 3e-4
@@ -131,8 +138,8 @@ class Args:
 
 # the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
 FLAG_RANGES = {
-    "seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1", "eval_max_frames": ">= 1",
-    "video_seconds": "> 0",
+    "seed": ">= 0", "frame_skip": ">= 1", "checkpoint_every": ">= 0", "eval_episodes": ">= 1",
+    "eval_max_frames": ">= 1", "video_seconds": "> 0",
     "teacher_noise_std": ">= 0",  # PPD
     "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1",
     "minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]", "clip_coef": "> 0",
@@ -455,50 +462,53 @@ def greedy_action(dist) -> torch.Tensor:
 # The distillation term (paper Eq. 2)
 # ----------------------------------------------------------------------------------------------------
 def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor, direction: str = "forward") -> torch.Tensor:  # PPD
-    """Analytic KL between the Categoricals over the whole action set, per state: KL(teacher || student) for
-    'forward', KL(student || teacher) for 'reverse'."""
-    log_p, log_q = torch.log_softmax(teacher_logits, -1), torch.log_softmax(student_logits, -1)
-    if direction == "reverse":
-        log_p, log_q = log_q, log_p
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
+    """Analytic KL between the Categoricals over the whole action set, per state."""  # PPD
+    # KL(teacher || student) for 'forward', KL(student || teacher) for 'reverse'  # PPD
+    log_p, log_q = torch.log_softmax(teacher_logits, -1), torch.log_softmax(student_logits, -1)  # PPD
+    if direction == "reverse":  # PPD
+        log_p, log_q = log_q, log_p  # PPD
+    return (log_p.exp() * (log_p - log_q)).sum(-1)  # PPD
 
 
 def add_teacher_noise(agent: nn.Module, std: float, seed: int) -> None:  # PPD
-    """The paper's imperfect teacher: independent N(0, std^2) noise on every parameter, reproducible by seed."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in agent.parameters():
-            p.add_(torch.randn(p.shape, generator=generator) * std)
+    """The paper's imperfect teacher: independent N(0, std^2) noise on every parameter, reproducible by seed."""  # PPD
+    generator = torch.Generator().manual_seed(seed)  # PPD
+    with torch.no_grad():  # PPD
+        for p in agent.parameters():  # PPD
+            p.add_(torch.randn(p.shape, generator=generator) * std)  # PPD
 
 
 def teacher_weights(weights, num_teachers: int) -> tuple:  # PPD
-    """--teacher-weight checked and normalized to sum to 1 (equal weights when none are given); UsageError otherwise."""
-    weights = tuple(float(w) for w in weights) or (1.0,) * num_teachers
-    if len(weights) != num_teachers:
-        raise UsageError(f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s); give one "
-                         "weight per --teacher, in the same order, or none for equal weights")
-    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:
-        raise UsageError(f"--teacher-weight must be finite, >= 0 and not all 0, got {', '.join(map(str, weights))}")
-    return tuple(w / sum(weights) for w in weights)
+    """--teacher-weight checked and normalized to sum to 1 (equal weights when none are given)."""  # PPD
+    weights = tuple(float(w) for w in weights) or (1.0,) * num_teachers  # PPD
+    if len(weights) != num_teachers:  # PPD
+        raise UsageError(f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s); "  # PPD
+                         "give one weight per --teacher, in the same order, or none for equal weights")  # PPD
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:  # PPD
+        raise UsageError("--teacher-weight must be finite, >= 0 and not all 0, got "  # PPD
+                         + ", ".join(map(str, weights)))  # PPD
+    return tuple(w / sum(weights) for w in weights)  # PPD
 
 
 def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_student_return: Optional[float],  # PPD
-                    teacher_return: Optional[float]) -> float:
-    """lambda at environment step `step` of `total` (--distill-coef-schedule). recent_student_return: mean score of
-    the student's last full training games, None before the first one ends; teacher_return: R_teacher (adaptive only)."""
-    progress = min(max(step / total, 0.0), 1.0)
-    if schedule == "constant":
-        return coef
-    if schedule == "linear":
-        return coef * (1.0 - progress)
-    if schedule == "cosine":  # half a cosine, from coef to 0
-        return coef * 0.5 * (1.0 + math.cos(math.pi * progress))
-    if schedule == "adaptive":  # the student's shortfall as a fraction of the teacher's return, clipped to [0, 1]
-        if recent_student_return is None:
-            return coef
-        shortfall = (teacher_return - recent_student_return) / max(abs(teacher_return), 1e-8)
-        return coef * min(max(shortfall, 0.0), 1.0)
-    raise ValueError(f"unknown distill-coef schedule '{schedule}'")
+                    teacher_return: Optional[float]) -> float:  # PPD
+    """lambda at environment step `step` of `total` (--distill-coef-schedule)."""  # PPD
+    # recent_student_return: mean score of the student's last full training games, None before the first  # PPD
+    # one ends; teacher_return: R_teacher (adaptive only)  # PPD
+    progress = min(max(step / total, 0.0), 1.0)  # PPD
+    if schedule == "constant":  # PPD
+        return coef  # PPD
+    if schedule == "linear":  # PPD
+        return coef * (1.0 - progress)  # PPD
+    if schedule == "cosine":  # half a cosine, from coef to 0  # PPD
+        return coef * 0.5 * (1.0 + math.cos(math.pi * progress))  # PPD
+    # adaptive: the student's shortfall as a fraction of the teacher's return, clipped to [0, 1]  # PPD
+    if schedule == "adaptive":  # PPD
+        if recent_student_return is None:  # PPD
+            return coef  # PPD
+        shortfall = (teacher_return - recent_student_return) / max(abs(teacher_return), 1e-8)  # PPD
+        return coef * min(max(shortfall, 0.0), 1.0)  # PPD
+    raise ValueError(f"unknown distill-coef schedule '{schedule}'")  # PPD
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -591,11 +601,12 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
 # Foreign teachers: a Stable-Baselines3 .zip or CleanRL .cleanrl_model is converted first by ppd_tools/convert_teacher.py
 # ----------------------------------------------------------------------------------------------------
 def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:  # PPD
-    """UsageError naming the converter when a teacher is a Stable-Baselines3 or CleanRL file, not a checkpoint."""
-    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]
-    if foreign:
-        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "
-                         f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} --output teacher.pt")
+    """UsageError naming the converter when a teacher is a Stable-Baselines3 or CleanRL file."""  # PPD
+    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]  # PPD
+    if foreign:  # PPD
+        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "  # PPD
+                         f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} "  # PPD
+                         "--output teacher.pt")  # PPD
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -666,9 +677,10 @@ def eval_summary(returns: list, truncated: int) -> dict:
 # ----------------------------------------------------------------------------------------------------
 # Run folders
 # ----------------------------------------------------------------------------------------------------
-STRUCTURAL = ("env_id", "teacher", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size",
-              "distill_coef", "kl_direction", "teacher_noise_std", "restart_games_at_checkpoint",
-              "teacher_weight", "distill_coef_schedule", "teacher_return")  # PPD
+STRUCTURAL = ("env_id", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size", "frame_skip",
+              "restart_games_at_checkpoint")
+STRUCTURAL += ("teacher", "distill_coef", "kl_direction", "teacher_noise_std", "teacher_weight",  # PPD
+               "distill_coef_schedule", "teacher_return")  # PPD
 
 
 def prepare_run(args: Args, default_name: str):
@@ -679,7 +691,7 @@ def prepare_run(args: Args, default_name: str):
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
             raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
-        if isinstance(state["args"].get("teacher"), str):  # PPD: a run from before several teachers
+        if isinstance(state["args"].get("teacher"), str):  # a run from before several teachers  # PPD
             state["args"]["teacher"] = (state["args"]["teacher"],)  # PPD
         changed = [k for k in STRUCTURAL if k in state["args"] and state["args"][k] != getattr(args, k)]  # flags newer than the run: as it ran
         if changed:
@@ -715,17 +727,22 @@ def main(args: Args) -> dict:
         if args.distill_coef < 0:  # PPD
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
         args.teacher = (args.teacher,) if isinstance(args.teacher, str) else (tuple(args.teacher) or (DEFAULT_TEACHER,))  # PPD
-        args.teacher_weight = teacher_weights(args.teacher_weight, len(args.teacher))  # PPD: normalized, sum 1
+        args.teacher_weight = teacher_weights(args.teacher_weight, len(args.teacher))  # normalized, sum 1  # PPD
         if args.teacher_return is not None and not math.isfinite(args.teacher_return):  # PPD
             raise UsageError(f"--teacher-return must be a finite number, got {args.teacher_return}")  # PPD
-        if args.env_id is not None:
-            check_env_id(args.env_id)
-        refuse_foreign_teachers(args.teacher, args.env_id)  # PPD: converted first, by ppd_tools/convert_teacher.py
-        teacher_ckpts = [load_checkpoint(args.teacher[0], env_id=args.env_id)]  # PPD: the first teacher sets the game
+        if args.env_id is not None:  # PPD
+            check_env_id(args.env_id)  # PPD
+        refuse_foreign_teachers(args.teacher, args.env_id)  # converted first, by ppd_tools/convert_teacher.py  # PPD
+        teacher_ckpts = [load_checkpoint(args.teacher[0], env_id=args.env_id)]  # the first sets the game  # PPD
         args.env_id = args.env_id or teacher_ckpts[0]["env_id"]  # PPD
         teacher_ckpts += [load_checkpoint(path, env_id=args.env_id) for path in args.teacher[1:]]  # PPD
-        env_config = teacher_ckpts[0]["env_config"]  # PPD: the env as the teacher saw it (its frame skip)
-        for path, ckpt in zip(args.teacher[1:], teacher_ckpts[1:]):  # PPD: every teacher played this env
+        check_env_id(args.env_id)
+        env_config = {"frame_skip": args.frame_skip}
+        env_config = teacher_ckpts[0]["env_config"]  # the env as the teacher saw it (its frame skip)  # PPD
+        if args.frame_skip not in (None, env_config["frame_skip"]):  # PPD
+            raise UsageError(f"--frame-skip {args.frame_skip}: the teacher plays with frame skip "  # PPD
+                             f"{env_config['frame_skip']}; leave the flag out")  # PPD
+        for path, ckpt in zip(args.teacher[1:], teacher_ckpts[1:]):  # every teacher played this env  # PPD
             if ckpt["env_config"]["frame_skip"] != env_config["frame_skip"]:  # PPD
                 raise UsageError(f"teacher '{path}' plays with frame skip {ckpt['env_config']['frame_skip']}, the first "  # PPD
                                  f"teacher with {env_config['frame_skip']}; give teachers of one frame skip")  # PPD
@@ -745,20 +762,20 @@ def main(args: Args) -> dict:
     obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    # the teachers are built before seeding, so that the student's initialization matches plain PPO's
+    # the teachers are built before seeding, so that the student's initialization matches plain PPO's  # PPD
     teachers = [agent_from_checkpoint(ckpt) for ckpt in teacher_ckpts]  # PPD
-    # PPD: frozen; channels_last halves the CNN's forward time on a CPU (measured; on a GPU left as it is)
+    # frozen; channels_last halves the CNN's forward time on a CPU (measured; on a GPU left as it is)  # PPD
     teacher_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format  # PPD
     for k, teacher in enumerate(teachers):  # PPD
         if args.teacher_noise_std > 0:  # PPD
             add_teacher_noise(teacher, args.teacher_noise_std, args.seed + 1000 * k)  # PPD
         teacher.to(device, memory_format=teacher_format).eval().requires_grad_(False)  # PPD
-    teacher_weight = torch.tensor(args.teacher_weight, device=device)  # PPD: w_k
+    teacher_weight = torch.tensor(args.teacher_weight, device=device)  # w_k  # PPD
     # R_teacher of the adaptive lambda: flag, else as the interrupted run had it, else the checkpoint's, else measured  # PPD
     teacher_return = args.teacher_return if args.distill_coef_schedule == "adaptive" else None  # PPD
     if args.distill_coef_schedule == "adaptive" and teacher_return is None:  # PPD
         teacher_return = (resume_state or {}).get("train_state", {}).get("teacher_return")  # PPD
-        if teacher_return is None and args.teacher_noise_std == 0:  # PPD: a noisy teacher's own return is unknown
+        if teacher_return is None and args.teacher_noise_std == 0:  # a noisy teacher's return is unknown  # PPD
             teacher_return = (teacher_ckpts[0].get("eval") or {}).get("mean_return")  # PPD
         if teacher_return is None:  # PPD
             print("measuring the teacher's return for the adaptive lambda (10 games)", flush=True)  # PPD
@@ -819,7 +836,7 @@ def main(args: Args) -> dict:
                                 "iteration": iteration, "torch_rng": torch.get_rng_state(),
                                 "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
                                 "python_rng": random.getstate(), "recent_returns": list(recent_returns)}
-        state["train_state"]["teacher_return"] = teacher_return  # PPD: R_teacher of the adaptive lambda
+        state["train_state"]["teacher_return"] = teacher_return  # R_teacher of the adaptive lambda  # PPD
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
 
     # ALGO Logic: storage setup (frames stay uint8 on the device; the networks convert each batch they see)
@@ -880,10 +897,12 @@ def main(args: Args) -> dict:
         b_obs = obs.reshape((-1,) + obs_shape)
         b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape((-1,) + action_space.shape)
         b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
-        with torch.no_grad():  # PPD: a teacher depends only on the states: one forward per rollout and teacher, in minibatch-sized chunks
+        # a teacher depends only on the states: one forward per rollout and teacher, in minibatch-sized chunks  # PPD
+        with torch.no_grad():  # PPD
             b_teacher_logits = [torch.cat([teacher.actor(x).logits for x in b_obs.split(minibatch_size)])  # PPD
                                 for teacher in teachers]  # PPD
-        clipfracs, kls, agreements, teacher_kls = [], [], [], []  # PPD: kls, agreements, teacher_kls
+        clipfracs = []
+        kls, agreements, teacher_kls = [], [], []  # PPD
         for epoch in range(args.update_epochs):
             b_inds = torch.randperm(batch_size, device=device)
             for start in range(0, batch_size, minibatch_size):
@@ -918,10 +937,10 @@ def main(args: Args) -> dict:
                 terms["distill_loss"] = distill_loss  # PPD
                 stop_if_not_finite(loss, grad_norm, terms, iteration, run_dir)
                 optimizer.step()
-                with torch.no_grad():  # PPD: how close the student's greedy policy is to the teacher's
+                with torch.no_grad():  # how close the student's greedy policy is to the teacher's  # PPD
                     kls.append(kl.mean().item())  # PPD
-                    teacher_kls.append(kl_per_teacher.mean(1))  # PPD: kept on the device, read once per update
-                    # PPD: fraction of states where both pick the same greedy action (first teacher)
+                    teacher_kls.append(kl_per_teacher.mean(1))  # kept on the device, read once per update  # PPD
+                    # fraction of states where both pick the same greedy action (first teacher)  # PPD
                     agreements.append((dist.logits.argmax(-1) == mb_teacher_logits[0].argmax(-1)).float().mean().item())  # PPD
 
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
@@ -944,8 +963,9 @@ def main(args: Args) -> dict:
         writer.add_scalar("distill/greedy_agreement", np.mean(agreements), global_step)  # PPD
         writer.add_scalar("charts/SPS", sps, global_step)
         progress.update(batch_size)
-        progress.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
-                             kl=f"{np.mean(kls):.3f}", lam=f"{distill_coef:.3g}", refresh=False)  # PPD: kl, lam
+        postfix = {"sps": sps, "ret": f"{np.mean(recent_returns):.1f}" if recent_returns else "-"}
+        postfix.update(kl=f"{np.mean(kls):.3f}", lam=f"{distill_coef:.3g}")  # PPD
+        progress.set_postfix(postfix, refresh=False)
 
         periodic = args.checkpoint_every and global_step // args.checkpoint_every > (global_step - batch_size) // args.checkpoint_every
         if periodic and args.restart_games_at_checkpoint:  # new games, as a run resumed from this checkpoint starts
@@ -971,38 +991,38 @@ def main(args: Args) -> dict:
                                       max_frames=args.eval_max_frames))
 
     student_eval = run_eval(agent.actor)
-    teacher_evals = [run_eval(teacher.actor) for teacher in teachers]  # PPD
-    teacher_eval = teacher_evals[0]  # PPD: "teacher" and fraction_of_teacher: the first teacher's
     game = atari_game(args.env_id)
     random_score, human_score = HUMAN_RANDOM_SCORES.get(game, (None, None))
-    normalized = {"student": human_normalized(game, student_eval["mean_return"]),
-                  "teacher": human_normalized(game, teacher_eval["mean_return"]), "random": random_score, "human": human_score}
-    evaluation = {"env_id": args.env_id, "method": "ppd" if args.distill_coef > 0 else "ppo", "student_arch": args.student_arch,
-                  "global_step": global_step, "deterministic": True, "full_games": True, "frame_skip": env_config["frame_skip"],
-                  "distill_coef": args.distill_coef, "seed": args.seed, "teacher_checkpoint": args.teacher[0],
-                  "teacher_noise_std": args.teacher_noise_std,
-                  "teacher_checkpoints": list(args.teacher), "teacher_weights": list(args.teacher_weight),  # PPD
-                  "teachers": teacher_evals, "distill_coef_schedule": args.distill_coef_schedule,  # PPD
-                  "teacher_reference_return": teacher_return,  # PPD: R_teacher of the adaptive lambda (else None)
-                  "student": student_eval, "teacher": teacher_eval}
-    if args.teacher_noise_std > 0:  # the uncorrupted teachers too, the reference of the paper's Table 2
+    normalized = {"student": human_normalized(game, student_eval["mean_return"]), "random": random_score,
+                  "human": human_score}
+    evaluation = {"env_id": args.env_id, "method": "ppo", "student_arch": args.student_arch, "global_step": global_step,
+                  "deterministic": True, "full_games": True, "frame_skip": env_config["frame_skip"], "seed": args.seed,
+                  "student": student_eval, "human_normalized": normalized}
+    teacher_evals = [run_eval(teacher.actor) for teacher in teachers]  # PPD
+    teacher_eval = teacher_evals[0]  # "teacher" and fraction_of_teacher: the first teacher's  # PPD
+    normalized["teacher"] = human_normalized(game, teacher_eval["mean_return"])  # PPD
+    evaluation.update({"method": "ppd" if args.distill_coef > 0 else "ppo", "distill_coef": args.distill_coef,  # PPD
+                       "teacher_checkpoint": args.teacher[0], "teacher_noise_std": args.teacher_noise_std,  # PPD
+                       "teacher_checkpoints": list(args.teacher), "teacher_weights": list(args.teacher_weight),  # PPD
+                       "teachers": teacher_evals, "distill_coef_schedule": args.distill_coef_schedule,  # PPD
+                       "teacher_reference_return": teacher_return, "teacher": teacher_eval})  # PPD
+    if args.teacher_noise_std > 0:  # the uncorrupted teachers too, the reference of the paper's Table 2  # PPD
         evaluation["teachers_clean"] = [run_eval(agent_from_checkpoint(ckpt).to(device).actor) for ckpt in teacher_ckpts]  # PPD
         evaluation["teacher_clean"] = evaluation["teachers_clean"][0]  # PPD
-        normalized["teacher_clean"] = human_normalized(game, evaluation["teacher_clean"]["mean_return"])
-    evaluation["human_normalized"] = normalized
-    # the paper's measure: the student's human-normalized score as a fraction of its teacher's (raw scores for a
-    # game outside the table)
-    measure = "human_normalized" if random_score is not None else "raw_score"
-    student_score, teacher_score = ((normalized["student"], normalized["teacher"]) if random_score is not None
-                                    else (student_eval["mean_return"], teacher_eval["mean_return"]))
-    evaluation["fraction_of_teacher"] = student_score / teacher_score if teacher_score != 0 else None
-    evaluation["fraction_of_teacher_measure"] = measure
+        normalized["teacher_clean"] = human_normalized(game, evaluation["teacher_clean"]["mean_return"])  # PPD
+    # the paper's measure: the student's human-normalized score as a fraction of its teacher's (raw scores for a  # PPD
+    # game outside the table)  # PPD
+    measure = "human_normalized" if random_score is not None else "raw_score"  # PPD
+    student_score, teacher_score = ((normalized["student"], normalized["teacher"]) if random_score is not None  # PPD
+                                    else (student_eval["mean_return"], teacher_eval["mean_return"]))  # PPD
+    evaluation["fraction_of_teacher"] = student_score / teacher_score if teacher_score != 0 else None  # PPD
+    evaluation["fraction_of_teacher_measure"] = measure  # PPD
     if args.capture_video:  # same env seed as the evaluation's first game
         from ppd_tools.video import film
 
-        policies = [(f"teacher{'' if len(teachers) == 1 else f' {k}'}", teacher.actor, None)  # PPD
-                    for k, teacher in enumerate(teachers)]  # PPD
-        policies.append((f"student ({args.student_arch})", agent.actor, None))
+        policies = [(f"student ({args.student_arch})", agent.actor, None)]
+        policies[:0] = [(f"teacher{'' if len(teachers) == 1 else f' {k}'}", teacher.actor, None)  # PPD
+                        for k, teacher in enumerate(teachers)]  # PPD
         evaluation["video"] = film(os.path.join(run_dir, "video.gif"), policies, args.env_id, "atari", env_config,
                                    args.seed + 10_000, device, args.video_seconds)
     evaluation["command"] = " ".join(["python"] + sys.argv)
@@ -1019,17 +1039,21 @@ def main(args: Args) -> dict:
         return (f"  {name:24s} {summary['mean_return']:10.2f} +- {summary['std_return']:<9.2f} "
                 + ("      -" if hns is None else f"{hns:7.3f}"))
 
-    fraction = evaluation["fraction_of_teacher"]
-    print(f"\n{args.env_id}, {args.eval_episodes} full games, greedy actions:   raw score      human-normalized\n"
-          + row("teacher" + (" (noisy)" if args.teacher_noise_std > 0 else ""), teacher_eval, normalized["teacher"]) + "\n"
-          + (row("teacher (without noise)", evaluation["teacher_clean"], normalized["teacher_clean"]) + "\n"
-             if args.teacher_noise_std > 0 else "")
-          + "".join(row(f"teacher {k} (weight {args.teacher_weight[k]:.3g})", e, human_normalized(game, e["mean_return"])) + "\n"  # PPD
-                    for k, e in enumerate(teacher_evals) if len(teacher_evals) > 1)  # PPD
-          + row(f"student ({args.student_arch})", student_eval, normalized["student"])
-          + f"   = {'n/a' if fraction is None else f'{fraction:.1%}'} of the teacher ({measure.replace('_', '-')})\n"
-          f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}"
-          + (f", video in {os.path.join(run_dir, 'video.gif')}" if args.capture_video else ""))
+    rows = [f"\n{args.env_id}, {args.eval_episodes} full games, greedy actions:   raw score      human-normalized"]
+    rows.append(row("teacher" + (" (noisy)" if args.teacher_noise_std > 0 else ""), teacher_eval,  # PPD
+                    normalized["teacher"]))  # PPD
+    if args.teacher_noise_std > 0:  # PPD
+        rows.append(row("teacher (without noise)", evaluation["teacher_clean"], normalized["teacher_clean"]))  # PPD
+    rows += [row(f"teacher {k} (weight {w:.3g})", e, human_normalized(game, e["mean_return"]))  # PPD
+             for k, (e, w) in enumerate(zip(teacher_evals, args.teacher_weight)) if len(teacher_evals) > 1]  # PPD
+    rows.append(row(f"student ({args.student_arch})", student_eval, normalized["student"]))
+    fraction = evaluation["fraction_of_teacher"]  # PPD
+    rows[-1] += (f"   = {'n/a' if fraction is None else f'{fraction:.1%}'} of the teacher "  # PPD
+                 f"({measure.replace('_', '-')})")  # PPD
+    rows.append(f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in "
+                f"{os.path.join(run_dir, 'eval.json')}" + (f", video in {os.path.join(run_dir, 'video.gif')}"
+                                                           if args.capture_video else ""))
+    print("\n".join(rows))
     return evaluation
 
 
@@ -1037,7 +1061,9 @@ if __name__ == "__main__":
     import tyro
 
     try:
-        main(tyro.cli(Args, config=(tyro.conf.UseAppendAction,)))  # PPD: --teacher and --teacher-weight repeat per teacher
+        config = ()
+        config = (tyro.conf.UseAppendAction,)  # --teacher and --teacher-weight repeat per teacher  # PPD
+        main(tyro.cli(Args, config=config))
         interrupted = False
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside training: the checkpoints written so far are kept
         interrupted = True
