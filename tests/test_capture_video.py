@@ -195,6 +195,17 @@ def test_mujoco_video_on_a_machine_without_display_or_mujoco_gl(tmp_path):
     # frames are alike (a GIF would merge them)
     assert len(frames) == 1 + 50 // 5 and durations == [40] * len(frames)
     assert all((frames[i] != frames[i + 1]).any() for i in range(len(frames) - 1))
+    # the video command films the student beside the teacher its checkpoint records, from the evaluation's seed and
+    # both normalizations: the same GIF, byte for byte
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "ppd_tools.video", str(run_dir / "model.pt"), "--seconds", "0.4", "--output",
+               str(tmp_path / "v.gif")]
+    result = subprocess.run(command, cwd=REPO, env=headless_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "v.gif").read_bytes() == (run_dir / "video.gif").read_bytes()
+    clip_returns = json.loads((run_dir / "eval.json").read_text())["video"]["clip_returns"]
+    clips = ", ".join(f"{k} {v:.0f}" for k, v in clip_returns.items())
+    assert result.stdout.strip() == f"{tmp_path / 'v.gif'}: {clips}"
 
 
 def test_a_renderer_that_cannot_work_is_refused_at_the_start_in_one_line(tmp_path):
@@ -204,18 +215,6 @@ def test_a_renderer_that_cannot_work_is_refused_at_the_start_in_one_line(tmp_pat
     assert len(lines) == 1 and lines[0].startswith("error: --capture-video: Hopper-v5 cannot render"), lines
     assert "apt-get install libegl1" in lines[0] and "leave out --capture-video" in lines[0]
     assert not (tmp_path / "run").exists()
-
-
-def test_the_video_command_films_a_student_beside_its_teacher_from_their_checkpoints(tmp_path):
-    run_main(ppd_mujoco, tmp_path, "capture_video", teacher=(HOPPER,), video_seconds=0.4)
-    run_dir = tmp_path / "run"
-    result = run_script("ppd_tools/video.py", run_dir / "model.pt", "--seconds", "0.4", "--output", tmp_path / "v.gif")
-    assert result.returncode == 0, result.stderr[-2000:]
-    # the teacher found from the student's checkpoint, both normalizations and the evaluation's seed: the same GIF
-    assert (tmp_path / "v.gif").read_bytes() == (run_dir / "video.gif").read_bytes()
-    clip_returns = json.loads((run_dir / "eval.json").read_text())["video"]["clip_returns"]
-    clips = ", ".join(f"{k} {v:.0f}" for k, v in clip_returns.items())
-    assert result.stdout.strip() == f"{tmp_path / 'v.gif'}: {clips}"
 
 
 def test_the_video_command_refuses_in_one_line(tmp_path):

@@ -1,5 +1,5 @@
 """Issue 7, pre-emption and determinism, for train_teacher.py and ppd_mujoco.py on MuJoCo (CPU):
-- two runs with the same seed give identical eval.json and parameters; another seed does not;
+- another seed gives other results (the same seed gives identical ones: tests/test_golden.py);
 - a run killed with SIGKILL at a random moment after its first checkpoint, resumed with --resume, ends with exactly
   the parameters and eval.json (all but the command line) of the uninterrupted run, also with mass randomization;
 - what a kill during a checkpoint write leaves behind (a half-written temporary file) is ignored by --resume.
@@ -81,10 +81,9 @@ def kill_at_random_moment(script: str, out, name: str, rng: random.Random, *extr
 
 
 @pytest.mark.parametrize("script", list(SCRIPTS))
-def test_same_seed_gives_identical_results_and_another_seed_does_not(script, reference, tmp_path):
+def test_another_seed_gives_other_results(script, reference, tmp_path):
+    # that the same seed gives identical results, run after run, is tests/test_golden.py's check (bit for bit)
     a = reference(script)
-    b = outcome(run(script, tmp_path, "b"))
-    assert_same(a, b)
     c = outcome(run(script, tmp_path, "c", "--seed", "2"))
     assert not all(torch.equal(a[1][k], c[1][k]) for k in a[1])
     assert a[0] != c[0]
