@@ -1,17 +1,17 @@
 """Proximal Policy Distillation (Spigler, TMLR 2025) with CNN students on Atari.
 
-PPD is PPO in which the student collects the data and its loss also pulls it towards a frozen teacher
-(paper Eq. 2, Algorithm 1):
+PPD is PPO in which the student collects the data and its loss also pulls it towards a frozen teacher (paper Eq. 2,
+Algorithm 1):
 
     L = L_PPO-clip - alpha * H(pi_student) + lambda * KL(pi_teacher || pi_student) * max(ratio, 1 - eps) + c_v * L_V
 
-Every line this script adds to plain PPO (train_teacher.py) ends in `# PPD`: `grep -n "# PPD$" ppd_atari.py`
-lists the whole method, and `grep -v "# PPD$" ppd_atari.py` is plain PPO on its own --env-id and --frame-skip.
-With `--distill-coef 0` the script is PPO, number for number. The environment is the teacher's (its checkpoint
-fixes the game and the frame skip); evaluation plays full games (all lives) with greedy actions and reports
+Every line this script adds to plain PPO (train_teacher.py) ends in `# PPD`: `grep -v "# PPD$" ppd_atari.py` is
+plain PPO on its own --env-id and --frame-skip. With `--distill-coef 0` the script is PPO, number for number. The
+game and the frame skip are the teacher's; evaluation plays full games (all lives) with greedy actions and reports
 human-normalized scores.
 
-    python train_teacher.py --env-id PongNoFrameskip-v4 --run-name pong && cp runs/pong/model.pt teachers/PongNoFrameskip-v4.pt
+    python train_teacher.py --env-id PongNoFrameskip-v4 --run-name pong
+    cp runs/pong/model.pt teachers/PongNoFrameskip-v4.pt
     python ppd_atari.py --student-arch smaller             # teachers/PongNoFrameskip-v4.pt -> Nature-CNN student
 """
 
@@ -45,17 +45,13 @@ FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
 class Args:
     # General settings
     teacher: tuple[str, ...] = ()  # PPD
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; the first teacher fixes the game and the frame skip; a Stable-Baselines3 `.zip` (CnnPolicy) or CleanRL ppo_atari.py `.cleanrl_model` teacher is converted first by `python -m ppd_tools.convert_teacher`); repeat the flag for several teachers of the same game, whose terms are summed with --teacher-weight (default: teachers/PongNoFrameskip-v4.pt)"""  # PPD
-    env_id: str = "PongNoFrameskip-v4"
-    """`<Game>NoFrameskip-v4` or `ALE/<Game>-v5`"""
-    env_id: Optional[str] = None  # PPD
-    """`<Game>NoFrameskip-v4` or `ALE/<Game>-v5` (default: the teacher's env)"""  # PPD
-    frame_skip: int = 4
-    """frames per action, max-pooled over the last two"""
-    frame_skip: Optional[int] = None  # PPD
-    """frames per action, max-pooled over the last two (default and only value: the teacher's)"""  # PPD
+    """teacher model.pt, repeatable (the first fixes the game; default: teachers/PongNoFrameskip-v4.pt)"""  # PPD
+    env_id: Optional[str] = None
+    """`<Game>NoFrameskip-v4` or `ALE/<Game>-v5` (default: the teacher's, else PongNoFrameskip-v4)"""
+    frame_skip: Optional[int] = None
+    """frames per action, max-pooled over the last two (default and only value: the teacher's, else 4)"""
     student_arch: Literal["smaller", "same", "larger"] = "same"
-    """student network size (paper Table 4: Nature-CNN 32-32-32 fc 128, IMPALA-CNN 16-32-32 fc 256, IMPALA-CNN 32-64-64 fc 1024)"""
+    """student network (paper Table 4): Nature-CNN 32-32-32 fc 128, IMPALA 16-32-32 fc 256, IMPALA 32-64-64 fc 1024"""
     exp_name: str = "ppd"
     """name of the experiment, part of the default run name"""
     seed: int = 1
@@ -73,19 +69,19 @@ class Args:
     output_dir: str = "runs"
     """folder that holds the run folders"""
     run_name: Optional[str] = None
-    """run folder name under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`); an existing run folder is never overwritten"""
+    """run folder under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`), never overwritten"""
     checkpoint_every: int = 100_000
     """write `checkpoint.pt` (atomically) every this many environment steps; 0 writes it only at the end"""
     restart_games_at_checkpoint: bool = True
-    """Atari: right after each periodic checkpoint, restart every game (seeded from --seed and the step), so that a run resumed from that checkpoint goes on exactly as the uninterrupted run (the ALE vector env cannot save its games; the cut episodes were bootstrapped at the rollout's end like time-limit truncations); `--no-restart-games-at-checkpoint` keeps the games going, and a resumed run then starts new ones"""
+    """restart every game (seeded) after each periodic checkpoint, so that a resumed run goes on exactly as this one"""
     resume: Optional[str] = None
-    """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
+    """continue the run of this `checkpoint.pt` (or run folder), same other flags (`--total-timesteps` may grow)"""
     eval_episodes: int = 50
-    """full games (all lives, greedy actions) of the final evaluation, for the student and for the teacher (same seeds)"""
+    """full games (all lives, greedy actions) of the final evaluation, of the student and the teacher (same seeds)"""
     eval_max_frames: int = 108_000
-    """Atari: an evaluation game is cut after this many emulator frames (108k, 30 minutes of play, is the usual cap); eval.json counts the cut games as truncated_episodes"""
+    """an evaluation game is cut after this many emulator frames (108k: 30 minutes); eval.json counts the cut games"""
     capture_video: bool = False
-    """after the evaluation, write `video.gif` next to eval.json: the full-size color screen of one greedy game of the teacher and of the student, side by side (same env seed)"""
+    """after the evaluation, write `video.gif`: one greedy game of the teacher and of the student, side by side"""
     video_seconds: float = 10.0
     """length of each clip of --capture-video, in seconds of game time (at most one game)"""
 
@@ -93,15 +89,15 @@ class Args:
     distill_coef: float = 1.0  # PPD
     """lambda, weight of the distillation term; 0 gives plain PPO"""  # PPD
     distill_coef_schedule: Literal["constant", "linear", "cosine", "adaptive"] = "constant"  # PPD
-    """lambda over the run, recomputed every update: constant; linear or cosine: decays from --distill-coef to 0 at --total-timesteps; adaptive: --distill-coef x clip((R_teacher - R_student) / |R_teacher|, 0, 1), R_student the mean raw score of the student's last 20 full training games (--distill-coef until the first one ends), so lambda is 0 once the student matches the teacher and it is free to surpass an imperfect one"""  # PPD
+    """lambda over the run: constant; linear, cosine: to 0 at the end; adaptive: x the student's shortfall"""  # PPD
     teacher_return: Optional[float] = None  # PPD
-    """R_teacher of the adaptive schedule (default: the first teacher's checkpoint evaluation `mean_return`, else a 10-game evaluation of it at the start; with --teacher-noise-std > 0 always that evaluation, of the noisy teacher, since the checkpoint's score is the clean teacher's)"""  # PPD
+    """R_teacher of the adaptive schedule (default: the checkpoint's eval, else a 10-game evaluation)"""  # PPD
     teacher_weight: tuple[float, ...] = ()  # PPD
-    """weight w_k of each teacher's term, one per --teacher in the same order, normalized to sum to 1 (default: equal weights)"""  # PPD
+    """weight of each teacher's term, one per --teacher, normalized to sum 1 (default: equal weights)"""  # PPD
     kl_direction: Literal["forward", "reverse"] = "forward"  # PPD
     """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""  # PPD
     teacher_noise_std: float = 0.0  # PPD
-    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (+ 1000 x the teacher's index) (paper: 0.05)"""  # PPD
+    """imperfect teacher (paper Table 2, 0.05): N(0, std^2) noise on every teacher parameter"""  # PPD
     total_timesteps: int = 2_000_000
     """environment steps to train"""
     learning_rate: float = 3e-4
@@ -113,7 +109,7 @@ class Args:
     num_steps: int = 64
     """steps per environment per rollout"""
     minibatch_size: int = 512
-    """requested minibatch size: each rollout is split into the whole number of equal minibatches closest to it (18 x 64 = 1152 samples -> 2 x 576)"""
+    """requested size: a rollout is split into the closest whole number of equal minibatches (1152 -> 2 x 576)"""
     update_epochs: int = 4
     """passes over each rollout"""
     gamma: float = 0.999
@@ -137,14 +133,14 @@ class Args:
 
 
 # the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
-FLAG_RANGES = {
-    "seed": ">= 0", "frame_skip": ">= 1", "checkpoint_every": ">= 0", "eval_episodes": ">= 1",
-    "eval_max_frames": ">= 1", "video_seconds": "> 0",
-    "teacher_noise_std": ">= 0",  # PPD
-    "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1",
-    "minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]", "clip_coef": "> 0",
-    "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0",
-}
+FLAG_RANGES = {"seed": ">= 0", "frame_skip": ">= 1", "checkpoint_every": ">= 0", "eval_episodes": ">= 1"}
+FLAG_RANGES.update({"eval_max_frames": ">= 1", "video_seconds": "> 0"})
+FLAG_RANGES["teacher_noise_std"] = ">= 0"  # PPD
+FLAG_RANGES.update({"total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1"})
+FLAG_RANGES.update({"minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]"})
+FLAG_RANGES.update(clip_coef="> 0", ent_coef=">= 0", vf_coef=">= 0", max_grad_norm="> 0", adam_eps=">= 0")
+RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0}
+RULES.update({"in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1})
 
 
 class UsageError(Exception):
@@ -154,10 +150,6 @@ class UsageError(Exception):
 def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1,
-         "in [0, 1)": lambda v: 0 <= v < 1}
 
 
 def check_ranges(args: Args, ranges: dict) -> None:
@@ -174,13 +166,12 @@ def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: st
         return
     bad = [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["gradient"]
     print(file=sys.stderr)  # off the progress bar's line
-    fail(f"non-finite {', '.join(bad)} in update {iteration}; the run stopped, its last good checkpoint is in {run_dir} "
-         "(try a lower --learning-rate, or check the env's rewards and observations)", code=3)
+    hint = "(try a lower --learning-rate, or check the env's rewards and observations)"
+    where = f"in update {iteration}; the run stopped, its last good checkpoint is in {run_dir}"
+    fail(f"non-finite {', '.join(bad)} {where} {hint}", code=3)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Environments
-# ----------------------------------------------------------------------------------------------------
+# ---- Environments
 def atari_game(env_id: str) -> str:
     """PongNoFrameskip-v4 / ALE/Pong-v5 / MsPacmanNoFrameskip-v4 -> ale-py's ROM name 'pong' / 'ms_pacman'."""
     name = env_id.split("/")[-1].split("-")[0].removesuffix("NoFrameskip")
@@ -192,8 +183,8 @@ def check_env_id(env_id: str) -> None:
     from ale_py.roms import get_all_rom_ids
 
     if not (env_id.endswith("NoFrameskip-v4") or env_id.startswith("ALE/")):
-        raise UsageError(f"'{env_id}' is not an Atari env id (<Game>NoFrameskip-v4 or ALE/<Game>-v5); "
-                         "Procgen: ppd_procgen.py, flat-Box envs: ppd_mujoco.py")
+        others = "Procgen: ppd_procgen.py, flat-Box envs: ppd_mujoco.py"
+        raise UsageError(f"'{env_id}' is not an Atari env id (<Game>NoFrameskip-v4 or ALE/<Game>-v5); {others}")
     roms = get_all_rom_ids()
     if atari_game(env_id) not in roms:
         close = difflib.get_close_matches(atari_game(env_id), roms, n=3)
@@ -202,47 +193,30 @@ def check_env_id(env_id: str) -> None:
 
 
 class AtariEnvs:
-    """AtariVectorEnv plus the two things it does not give directly: the training episode ending at a
-    life loss while the game goes on, and full-game episode statistics.
+    """AtariVectorEnv (SAME_STEP autoreset), plus training episodes that end at a life loss while the game goes on,
+    and full-game episode statistics.
 
-    AtariVectorEnv runs in SAME_STEP autoreset mode: when a GAME ends (game over, or 108k-frame truncation)
-    it is reset within the same step, obs[i] is the new game's first frame and the ALE's info["final_obs"][i]
-    holds the last frame of the old game (its other rows are stale, so we build our own final_obs).
-
-    Life loss: we run with life_loss_info=False (so the ALE's terminated flag means exactly "game over")
-    and detect a life loss ourselves as a drop of info["lives"]. This gives bit-for-bit the same
-    terminated signal as life_loss_info=True (checked on Breakout, MsPacman, Seaquest, Pong), and tells
-    us, without guessing, which terminations are real game ends. On a life loss the game is NOT reset:
-    obs[i] continues the same game, and final_obs[i] = obs[i] (it is terminal anyway, never bootstrapped).
+    When a GAME ends (game over or frame cap) the ALE resets it within the same step: obs[i] is the new game's first
+    frame and info["final_obs"][i] the old game's last (its other rows are stale, so we build our own final_obs).
+    With life_loss_info=False the ALE's terminated means exactly "game over"; we detect a life loss as a drop of
+    info["lives"] (bit for bit the terminated signal of life_loss_info=True, checked on Breakout, MsPacman, Seaquest,
+    Pong). A life loss does not reset the game: final_obs[i] = obs[i] (terminal, never bootstrapped).
     """
 
-    def __init__(self, game: str, num_envs: int, seed: int, frame_skip: int, repeat_action_probability: float,
-                 eval_mode: bool, screen: bool = False, max_frames: int = 108_000):
+    def __init__(self, game, num_envs, seed, frame_skip, sticky, eval_mode, screen=False, max_frames=108_000):
         from ale_py.vector_env import AtariVectorEnv  # imported here: importing ale-py takes a while
 
-        self.env = AtariVectorEnv(
-            game,
-            num_envs,
-            frameskip=frame_skip,
-            repeat_action_probability=repeat_action_probability,
-            full_action_space=False,
-            max_num_frames_per_episode=max_frames,  # counted in emulator frames (checked: 400 -> 100 steps at skip 4)
-            img_height=210 if screen else 84,  # screen: the full color frame, for videos
-            img_width=160 if screen else 84,
-            grayscale=not screen,
-            stack_num=1 if screen else 4,
-            maxpool=True,  # max over the last two skipped frames
-            noop_max=30,
-            use_fire_reset=True,  # FIRE after each game reset (games that have FIRE); not after a life loss
-            episodic_life=False,  # True would restart the whole game at every lost life: not what we want
-            life_loss_info=False,  # life loss detected below from info["lives"] (see class docstring)
-            reward_clipping=False,  # raw rewards; the learner normalizes them
-            autoreset_mode="SameStep",
-        )
+        # max_frames counts emulator frames (400 -> 100 steps at skip 4); screen: the full color frame, for videos
+        size = dict(img_height=210 if screen else 84, img_width=160 if screen else 84, grayscale=not screen)
+        # maxpool: over the last two skipped frames; FIRE after each game reset, not after a life loss; raw rewards
+        opts = dict(maxpool=True, noop_max=30, use_fire_reset=True, episodic_life=False, reward_clipping=False)
+        opts.update(size, stack_num=1 if screen else 4, life_loss_info=False, autoreset_mode="SameStep")
+        opts.update(frameskip=frame_skip, repeat_action_probability=sticky, max_num_frames_per_episode=max_frames)
+        self.env = AtariVectorEnv(game, num_envs, full_action_space=False, **opts)
         self.seed = seed  # used by the first reset() if it gets no seed
         self.eval_mode = eval_mode
         self.num_envs = num_envs
-        self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8); screen: (1, 210, 160, 3)
+        self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8)
         self.single_action_space = self.env.single_action_space  # Discrete(minimal action set)
         self.lives = np.zeros(num_envs, dtype=np.int32)
         self.ep_return = np.zeros(num_envs, dtype=np.float64)
@@ -265,21 +239,15 @@ class AtariEnvs:
         life_loss = (lives < self.lives) & ~game_end
         self.lives = lives.copy()
         terminated = game_over if self.eval_mode else game_over | life_loss
-
         final_obs = obs.copy()
         if game_end.any():  # the ALE adds "final_obs" only then
             final_obs[game_end] = ale_info["final_obs"][game_end]
-
         # full-game statistics (all lives), raw score, length in agent steps
         self.ep_return += reward
         self.ep_length += 1
-        info = {
-            "lives": lives,
-            "final_obs": final_obs,
-            "_final_obs": terminated | truncated,
-            "episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()},
-            "_episode": game_end,
-        }
+        episode = {"r": self.ep_return.copy(), "l": self.ep_length.copy()}
+        info = {"lives": lives, "final_obs": final_obs, "_final_obs": terminated | truncated, "episode": episode}
+        info["_episode"] = game_end
         self.ep_return[game_end] = 0.0
         self.ep_length[game_end] = 0
         return obs, reward, terminated, truncated, info
@@ -288,14 +256,10 @@ class AtariEnvs:
         self.env.close()
 
 
-def make_envs(env_id: str, num_envs: int, seed: int, frame_skip: int, eval_mode: bool = False, screen: bool = False,
-              max_frames: int = 108_000) -> AtariEnvs:
-    """Atari vector env with the usual DQN/PPO preprocessing (84x84 gray, 4-frame stack, noop-30 reset,
-    max-pool over skipped frames, 108k-frame limit, minimal action set).
-    Training (eval_mode=False): a life loss gives terminated=True while the game goes on.
-    Evaluation (eval_mode=True): terminated only at game over (full games, all lives).
-    Sticky actions: 0.0 for '...NoFrameskip-v4' ids, 0.25 for 'ALE/...-v5' ids.
-    Env i is seeded with seed + i by the first reset() (or by reset(seed=...)).
+def make_envs(env_id, num_envs, seed, frame_skip, eval_mode=False, screen=False, max_frames=108_000) -> AtariEnvs:
+    """Atari vector env, DQN/PPO preprocessing (84x84 gray, 4 frames, noop-30, max-pool, minimal action set).
+    Training: a life loss gives terminated=True while the game goes on; eval_mode: terminated only at game over.
+    Sticky actions 0.25 for 'ALE/...-v5' ids, else 0. Env i is seeded with seed + i by the first reset().
     screen=True: the same games, observed as the full 210x160 color screen (videos)."""
     sticky = 0.25 if env_id.endswith("-v5") else 0.0
     return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode, screen, max_frames)
@@ -311,7 +275,8 @@ class RunningMeanStd:
         batch_mean, batch_var, batch_count = x.mean(0), x.var(0), x.shape[0]
         delta, total = batch_mean - self.mean, self.count + batch_count
         self.mean = self.mean + delta * batch_count / total
-        self.var = (self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total) / total
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        self.var = m2 / total
         self.count = total
 
     def state_dict(self) -> dict:
@@ -323,12 +288,8 @@ class RunningMeanStd:
         return self
 
 
-# ----------------------------------------------------------------------------------------------------
-# Human-normalized scores (SPEC section 4): (score - random) / (human - random)
-# ----------------------------------------------------------------------------------------------------
-# (random, human) per ALE ROM name: Badia et al. (2020, Agent57), the paper's 11 games. Checked against DeepMind's
-# DQN Zoo (dqn_zoo/atari_data.py) and an Agent57-style "Average Human / Random" table: all equal; Atlantis human
-# is 29028.1 in both (SPEC section 4 rounds it to 29028.0).
+# ---- Human-normalized scores: (score - random) / (human - random)
+# (random, human) per ROM: Badia et al. (2020, Agent57), the paper's 11 games (= DeepMind's DQN Zoo atari_data.py)
 HUMAN_RANDOM_SCORES = {
     "atlantis": (12850.0, 29028.1),
     "beam_rider": (363.9, 16926.5),
@@ -352,12 +313,10 @@ def human_normalized(game: str, score: float) -> Optional[float]:
     return (score - random_score) / (human_score - random_score)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Networks (paper Table 4): separate actor and critic of the same architecture
-# ----------------------------------------------------------------------------------------------------
-ARCHS = {"smaller": {"cnn": "nature", "channels": [32, 32, 32], "fc": 128},
-         "same": {"cnn": "impala", "channels": [16, 32, 32], "fc": 256},
-         "larger": {"cnn": "impala", "channels": [32, 64, 64], "fc": 1024}}
+# ---- Networks (paper Table 4): separate actor and critic of the same architecture
+ARCHS = {"smaller": {"cnn": "nature", "channels": [32, 32, 32], "fc": 128}}
+ARCHS["same"] = {"cnn": "impala", "channels": [16, 32, 32], "fc": 256}
+ARCHS["larger"] = {"cnn": "impala", "channels": [32, 64, 64], "fc": 1024}
 
 
 def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
@@ -372,12 +331,9 @@ class NatureCNN(nn.Module):
     def __init__(self, in_channels, out_dim, fc=128, channels=(32, 32, 32), in_hw=84, head_std=0.01):
         super().__init__()
         c1, c2, c3 = channels
-        self.convs = nn.Sequential(
-            layer_init(nn.Conv2d(in_channels, c1, 8, stride=4)), nn.ReLU(),
-            layer_init(nn.Conv2d(c1, c2, 4, stride=2)), nn.ReLU(),
-            layer_init(nn.Conv2d(c2, c3, 3, stride=1)), nn.ReLU(),
-            nn.Flatten(),
-        )
+        conv1, conv2 = layer_init(nn.Conv2d(in_channels, c1, 8, stride=4)), layer_init(nn.Conv2d(c1, c2, 4, stride=2))
+        conv3 = layer_init(nn.Conv2d(c2, c3, 3, stride=1))
+        self.convs = nn.Sequential(conv1, nn.ReLU(), conv2, nn.ReLU(), conv3, nn.ReLU(), nn.Flatten())
         with torch.no_grad():  # flattened size for this input size (7x7 at 84, 4x4 at 64)
             n_flat = self.convs(torch.zeros(1, in_channels, in_hw, in_hw)).shape[1]
         self.fc = nn.Sequential(layer_init(nn.Linear(n_flat, fc)), nn.ReLU())
@@ -405,12 +361,8 @@ class ImpalaCNN(nn.Module):
         super().__init__()
         layers, c_in = [], in_channels
         for c in channels:
-            layers += [
-                layer_init(nn.Conv2d(c_in, c, 3, padding=1)),
-                nn.MaxPool2d(3, stride=2, padding=1),
-                ResidualBlock(c),
-                ResidualBlock(c),
-            ]
+            conv = layer_init(nn.Conv2d(c_in, c, 3, padding=1))
+            layers += [conv, nn.MaxPool2d(3, stride=2, padding=1), ResidualBlock(c), ResidualBlock(c)]
             c_in = c
         self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():  # 84 -> 42 -> 21 -> 11;  64 -> 32 -> 16 -> 8
@@ -424,7 +376,8 @@ class ImpalaCNN(nn.Module):
 
 def make_body(config: dict, obs_shape: tuple, out_dim: int, head_std: float) -> nn.Module:
     cnn = NatureCNN if config["cnn"] == "nature" else ImpalaCNN
-    return cnn(obs_shape[0], out_dim, channels=tuple(config["channels"]), fc=config["fc"], in_hw=obs_shape[-1], head_std=head_std)
+    channels, fc = tuple(config["channels"]), config["fc"]
+    return cnn(obs_shape[0], out_dim, channels=channels, fc=fc, in_hw=obs_shape[-1], head_std=head_std)
 
 
 class Actor(nn.Module):
@@ -458,12 +411,9 @@ def greedy_action(dist) -> torch.Tensor:
     return dist.logits.argmax(-1)
 
 
-# ----------------------------------------------------------------------------------------------------
-# The distillation term (paper Eq. 2)
-# ----------------------------------------------------------------------------------------------------
-def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor, direction: str = "forward") -> torch.Tensor:  # PPD
-    """Analytic KL between the Categoricals over the whole action set, per state."""  # PPD
-    # KL(teacher || student) for 'forward', KL(student || teacher) for 'reverse'  # PPD
+# ---- The distillation term (paper Eq. 2)
+def kl_divergence(teacher_logits, student_logits, direction: str = "forward") -> torch.Tensor:  # PPD
+    """Analytic KL(teacher || student) ('forward') or KL(student || teacher) ('reverse') per state."""  # PPD
     log_p, log_q = torch.log_softmax(teacher_logits, -1), torch.log_softmax(student_logits, -1)  # PPD
     if direction == "reverse":  # PPD
         log_p, log_q = log_q, log_p  # PPD
@@ -482,19 +432,18 @@ def teacher_weights(weights, num_teachers: int) -> tuple:  # PPD
     """--teacher-weight checked and normalized to sum to 1 (equal weights when none are given)."""  # PPD
     weights = tuple(float(w) for w in weights) or (1.0,) * num_teachers  # PPD
     if len(weights) != num_teachers:  # PPD
-        raise UsageError(f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s); "  # PPD
-                         "give one weight per --teacher, in the same order, or none for equal weights")  # PPD
+        what = f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s)"  # PPD
+        raise UsageError(f"{what}; give one weight per --teacher, in the same order, or none for equal weights")  # PPD
     if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:  # PPD
-        raise UsageError("--teacher-weight must be finite, >= 0 and not all 0, got "  # PPD
-                         + ", ".join(map(str, weights)))  # PPD
+        got = ", ".join(map(str, weights))  # PPD
+        raise UsageError(f"--teacher-weight must be finite, >= 0 and not all 0, got {got}")  # PPD
     return tuple(w / sum(weights) for w in weights)  # PPD
 
 
-def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_student_return: Optional[float],  # PPD
-                    teacher_return: Optional[float]) -> float:  # PPD
+def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_student_return, teacher_return):  # PPD
     """lambda at environment step `step` of `total` (--distill-coef-schedule)."""  # PPD
-    # recent_student_return: mean score of the student's last full training games, None before the first  # PPD
-    # one ends; teacher_return: R_teacher (adaptive only)  # PPD
+    # adaptive: recent_student_return is the mean score of the student's last 20 full training games  # PPD
+    # (None before the first one ends), teacher_return is R_teacher  # PPD
     progress = min(max(step / total, 0.0), 1.0)  # PPD
     if schedule == "constant":  # PPD
         return coef  # PPD
@@ -502,8 +451,7 @@ def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_st
         return coef * (1.0 - progress)  # PPD
     if schedule == "cosine":  # half a cosine, from coef to 0  # PPD
         return coef * 0.5 * (1.0 + math.cos(math.pi * progress))  # PPD
-    # adaptive: the student's shortfall as a fraction of the teacher's return, clipped to [0, 1]  # PPD
-    if schedule == "adaptive":  # PPD
+    if schedule == "adaptive":  # the student's shortfall as a fraction of R_teacher, clipped to [0, 1]  # PPD
         if recent_student_return is None:  # PPD
             return coef  # PPD
         shortfall = (teacher_return - recent_student_return) / max(abs(teacher_return), 1e-8)  # PPD
@@ -511,9 +459,7 @@ def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_st
     raise ValueError(f"unknown distill-coef schedule '{schedule}'")  # PPD
 
 
-# ----------------------------------------------------------------------------------------------------
-# Checkpoints (SPEC section 7): one self-describing file, the same for teachers and students
-# ----------------------------------------------------------------------------------------------------
+# ---- Checkpoints: one self-describing file, the same for teachers and students
 def space_dict(space: gym.Space) -> dict:
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "discrete", "n": int(space.n)}
@@ -536,57 +482,53 @@ def atomic_save(obj, path: str, as_json: bool = False) -> None:
 
 
 def model_dict(agent: Agent, args: Args, obs_shape, action_space, env_config, global_step, evaluation=None) -> dict:
-    return {
-        "format_version": FORMAT_VERSION,
-        "env_id": args.env_id,
-        "domain": "atari",
-        "arch": args.student_arch,
-        "arch_config": ARCHS[args.student_arch],
-        "actor": agent.actor.state_dict(),
-        "critic": agent.critic.state_dict(),
-        "obs_shape": list(obs_shape),
-        "action_space": space_dict(action_space),
-        "obs_rms": None,
-        "env_config": env_config,  # the teacher's: a student can become the next teacher
-        "args": asdict(args),
-        "global_step": global_step,
-        "eval": evaluation,
-    }
+    d = {"format_version": FORMAT_VERSION, "env_id": args.env_id, "domain": "atari", "arch": args.student_arch}
+    d.update(arch_config=ARCHS[args.student_arch], actor=agent.actor.state_dict(), critic=agent.critic.state_dict())
+    d.update(obs_shape=list(obs_shape), action_space=space_dict(action_space), obs_rms=None)
+    d["env_config"] = env_config  # the teacher's: a student can become the next teacher
+    d.update(args=asdict(args), global_step=global_step, eval=evaluation)
+    return d
 
 
 def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, action_space=None) -> dict:
     """Read a checkpoint and check it against the env; raise UsageError with a one-line reason otherwise."""
     if os.path.isdir(path):
-        path = os.path.join(path, "model.pt") if os.path.exists(os.path.join(path, "model.pt")) else os.path.join(path, "checkpoint.pt")
+        model = os.path.join(path, "model.pt")
+        path = model if os.path.exists(model) else os.path.join(path, "checkpoint.pt")
     if not os.path.isfile(path):
-        raise UsageError(f"checkpoint '{path}' does not exist; train a teacher with train_teacher.py "
-                         f"(e.g. `python train_teacher.py --env-id {env_id or 'PongNoFrameskip-v4'}`) and pass its model.pt with --teacher")
+        train = f"`python train_teacher.py --env-id {env_id or 'PongNoFrameskip-v4'}`"
+        fix = f"train a teacher with train_teacher.py (e.g. {train}) and pass its model.pt with --teacher"
+        raise UsageError(f"checkpoint '{path}' does not exist; {fix}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, ...
-        raise UsageError(f"cannot read checkpoint '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                         "it is truncated or not a checkpoint, train or copy it again")
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        fix = "it is truncated or not a checkpoint, train or copy it again"
+        raise UsageError(f"cannot read checkpoint '{path}' ({why}); {fix}")
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
-        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); pass a model.pt written by train_teacher.py")
+        fix = "pass a model.pt written by train_teacher.py"
+        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); {fix}")
     if ckpt["format_version"] != FORMAT_VERSION:
-        raise UsageError(f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read "
-                         f"version {FORMAT_VERSION}; re-save it with the matching version of the scripts")
+        what = f"has checkpoint format version {ckpt['format_version']}, these scripts read version {FORMAT_VERSION}"
+        raise UsageError(f"'{path}' {what}; re-save it with the matching version of the scripts")
     if ckpt["domain"] != "atari":
         script = {"mlp": "ppd_mujoco.py", "procgen": "ppd_procgen.py"}.get(ckpt["domain"], "another script")
-        raise UsageError(f"checkpoint '{path}' is a model of the {ckpt['domain']} domain ({ckpt['env_id']}); use {script} for it")
+        what = f"a model of the {ckpt['domain']} domain ({ckpt['env_id']})"
+        raise UsageError(f"checkpoint '{path}' is {what}; use {script} for it")
     return check_checkpoint(ckpt, path, env_id, obs_shape, action_space)
 
 
 def check_checkpoint(ckpt: dict, path: str, env_id: Optional[str] = None, obs_shape=None, action_space=None) -> dict:
+    fix = "use a checkpoint trained on this env"
     if env_id is not None and ckpt["env_id"] != env_id:
-        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; "
-                         f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}")
+        fix = f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}"
+        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; {fix}")
     if obs_shape is not None and tuple(ckpt["obs_shape"]) != tuple(obs_shape):
-        raise UsageError(f"checkpoint '{path}' expects observations of shape {tuple(ckpt['obs_shape'])}, the env gives "
-                         f"{tuple(obs_shape)}; use a checkpoint trained on this env")
+        what = f"expects observations of shape {tuple(ckpt['obs_shape'])}, the env gives {tuple(obs_shape)}"
+        raise UsageError(f"checkpoint '{path}' {what}; {fix}")
     if action_space is not None and ckpt["action_space"] != space_dict(action_space):
-        raise UsageError(f"checkpoint '{path}' has action space {ckpt['action_space']}, the env has "
-                         f"{space_dict(action_space)}; use a checkpoint trained on this env")
+        what = f"has action space {ckpt['action_space']}, the env has {space_dict(action_space)}"
+        raise UsageError(f"checkpoint '{path}' {what}; {fix}")
     return ckpt
 
 
@@ -597,21 +539,16 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
     return agent
 
 
-# ----------------------------------------------------------------------------------------------------
-# Foreign teachers: a Stable-Baselines3 .zip or CleanRL .cleanrl_model is converted first by ppd_tools/convert_teacher.py
-# ----------------------------------------------------------------------------------------------------
 def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:  # PPD
-    """UsageError naming the converter when a teacher is a Stable-Baselines3 or CleanRL file."""  # PPD
+    """UsageError naming ppd_tools/convert_teacher.py when a teacher is a Stable-Baselines3 or CleanRL file."""  # PPD
     foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]  # PPD
     if foreign:  # PPD
-        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "  # PPD
-                         f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} "  # PPD
-                         "--output teacher.pt")  # PPD
+        flags = f"--env-id {env_id or '<env>'} --output teacher.pt"  # PPD
+        command = f"python -m ppd_tools.convert_teacher {foreign[0]} {flags}"  # PPD
+        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: {command}")  # PPD
 
 
-# ----------------------------------------------------------------------------------------------------
-# PPO pieces
-# ----------------------------------------------------------------------------------------------------
+# ---- PPO pieces
 def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
     """Generalized advantage estimation over a [T, N] rollout. dones[t] = the episode ended at step t; a
     truncated step has gamma * V(final observation) already added to its reward, so every end cuts here."""
@@ -632,16 +569,14 @@ def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
         raise UsageError(f"--minibatch-size must be positive, got {minibatch_size}")
     n = max(1, round(batch_size / minibatch_size))
     if batch_size % n:
-        raise UsageError(f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal "
-                         f"minibatches of about {minibatch_size}; change --num-envs, --num-steps or --minibatch-size")
+        what = f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal minibatches"
+        fix = "change --num-envs, --num-steps or --minibatch-size"
+        raise UsageError(f"{what} of about {minibatch_size}; {fix}")
     return n, batch_size // n
 
 
-# ----------------------------------------------------------------------------------------------------
-# Evaluation (SPEC section 5): full games, greedy actions, same protocol and seeds for teacher and student
-# ----------------------------------------------------------------------------------------------------
-def evaluate(actor: Actor, env_id: str, frame_skip: int, episodes: int, seed: int, device, num_envs: int = 10,
-             max_frames: int = 108_000) -> tuple:
+# ---- Evaluation: full games, greedy actions, same protocol and seeds for teacher and student
+def evaluate(actor, env_id: str, frame_skip: int, episodes: int, seed: int, device, num_envs=10, max_frames=108_000):
     """Raw scores of `episodes` full games; each env plays a fixed quota, so short games are not favoured."""
     num_envs = min(num_envs, episodes)
     envs = make_envs(env_id, num_envs, seed, frame_skip, eval_mode=True, max_frames=max_frames)
@@ -670,17 +605,15 @@ def evaluate(actor: Actor, env_id: str, frame_skip: int, episodes: int, seed: in
 def eval_summary(returns: list, truncated: int) -> dict:
     """eval.json's numbers; truncated_episodes: episodes cut by a time limit (MuJoCo: its 1000 steps, the normal end of
     an episode without a fall; Atari: --eval-max-frames) rather than ended by the env."""
-    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "episodes": len(returns), "truncated_episodes": truncated, "returns": returns}
+    summary = {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+    return {**summary, "episodes": len(returns), "truncated_episodes": truncated, "returns": returns}
 
 
-# ----------------------------------------------------------------------------------------------------
-# Run folders
-# ----------------------------------------------------------------------------------------------------
-STRUCTURAL = ("env_id", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size", "frame_skip",
-              "restart_games_at_checkpoint")
-STRUCTURAL += ("teacher", "distill_coef", "kl_direction", "teacher_noise_std", "teacher_weight",  # PPD
-               "distill_coef_schedule", "teacher_return")  # PPD
+# ---- Run folders
+STRUCTURAL = ("env_id", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size", "frame_skip")
+STRUCTURAL += ("restart_games_at_checkpoint",)
+STRUCTURAL += ("teacher", "distill_coef", "kl_direction", "teacher_noise_std", "teacher_weight")  # PPD
+STRUCTURAL += ("distill_coef_schedule", "teacher_return")  # PPD
 
 
 def prepare_run(args: Args, default_name: str):
@@ -688,29 +621,33 @@ def prepare_run(args: Args, default_name: str):
     if args.resume:
         run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume))
         path = os.path.join(run_dir, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
-        state = load_checkpoint(path, env_id=args.env_id)
+        state, fix = load_checkpoint(path, env_id=args.env_id), "resume from a run's checkpoint.pt"
         if "train_state" not in state:
-            raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
+            raise UsageError(f"'{path}' holds a finished model without training state; {fix}")
         if isinstance(state["args"].get("teacher"), str):  # a run from before several teachers  # PPD
             state["args"]["teacher"] = (state["args"]["teacher"],)  # PPD
-        changed = [k for k in STRUCTURAL if k in state["args"] and state["args"][k] != getattr(args, k)]  # flags newer than the run: as it ran
+        old = state["args"]  # flags newer than the run: as it ran
+        changed = [k for k in STRUCTURAL if k in old and old[k] != getattr(args, k)]
+        changed = ", ".join(f"--{k.replace('_', '-')} {old[k]!r} (now {getattr(args, k)!r})" for k in changed)
         if changed:
-            raise UsageError(f"--resume: these flags differ from the interrupted run: "
-                             + ", ".join(f"--{k.replace('_', '-')} {state['args'][k]!r} (now {getattr(args, k)!r})" for k in changed)
-                             + "; resume with the run's original flags")
+            what = f"--resume: these flags differ from the interrupted run: {changed}"
+            raise UsageError(f"{what}; resume with the run's original flags")
         batch = args.num_envs * args.num_steps
-        if state["global_step"] >= (args.total_timesteps // batch) * batch and os.path.exists(os.path.join(run_dir, "model.pt")):
-            raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; raise --total-timesteps to continue it")
+        finished = os.path.exists(os.path.join(run_dir, "model.pt"))
+        if state["global_step"] >= (args.total_timesteps // batch) * batch and finished:
+            what = f"the run at {run_dir} already reached {state['global_step']} steps"
+            raise UsageError(f"{what}; raise --total-timesteps to continue it")
         return run_dir, state
     run_dir = os.path.join(args.output_dir, args.run_name or default_name)
     if os.path.exists(run_dir):
         raise UsageError(f"run folder '{run_dir}' already exists; pick another --run-name, or --resume {run_dir}")
+    fix = "pass a writable --output-dir"
     try:
         os.makedirs(args.output_dir, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); pass a writable --output-dir")
+        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); {fix}")
     if not os.access(args.output_dir, os.W_OK):
-        raise UsageError(f"output folder '{args.output_dir}' is not writable; pass a writable --output-dir")
+        raise UsageError(f"output folder '{args.output_dir}' is not writable; {fix}")
     os.makedirs(run_dir)
     return run_dir, None
 
@@ -726,7 +663,8 @@ def main(args: Args) -> dict:
                 raise UsageError("--capture-video needs the repository's ppd_tools/ folder beside this script")
         if args.distill_coef < 0:  # PPD
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
-        args.teacher = (args.teacher,) if isinstance(args.teacher, str) else (tuple(args.teacher) or (DEFAULT_TEACHER,))  # PPD
+        args.teacher = (args.teacher,) if isinstance(args.teacher, str) else tuple(args.teacher)  # PPD
+        args.teacher = args.teacher or (DEFAULT_TEACHER,)  # PPD
         args.teacher_weight = teacher_weights(args.teacher_weight, len(args.teacher))  # normalized, sum 1  # PPD
         if args.teacher_return is not None and not math.isfinite(args.teacher_return):  # PPD
             raise UsageError(f"--teacher-return must be a finite number, got {args.teacher_return}")  # PPD
@@ -736,31 +674,37 @@ def main(args: Args) -> dict:
         teacher_ckpts = [load_checkpoint(args.teacher[0], env_id=args.env_id)]  # the first sets the game  # PPD
         args.env_id = args.env_id or teacher_ckpts[0]["env_id"]  # PPD
         teacher_ckpts += [load_checkpoint(path, env_id=args.env_id) for path in args.teacher[1:]]  # PPD
+        args.env_id = args.env_id or "PongNoFrameskip-v4"
         check_env_id(args.env_id)
-        env_config = {"frame_skip": args.frame_skip}
+        env_config = {"frame_skip": args.frame_skip or 4}
         env_config = teacher_ckpts[0]["env_config"]  # the env as the teacher saw it (its frame skip)  # PPD
-        if args.frame_skip not in (None, env_config["frame_skip"]):  # PPD
-            raise UsageError(f"--frame-skip {args.frame_skip}: the teacher plays with frame skip "  # PPD
-                             f"{env_config['frame_skip']}; leave the flag out")  # PPD
+        skip = env_config["frame_skip"]  # PPD
+        if args.frame_skip not in (None, skip):  # PPD
+            what = f"--frame-skip {args.frame_skip}: the teacher plays with frame skip {skip}"  # PPD
+            raise UsageError(f"{what}; leave the flag out")  # PPD
         for path, ckpt in zip(args.teacher[1:], teacher_ckpts[1:]):  # every teacher played this env  # PPD
-            if ckpt["env_config"]["frame_skip"] != env_config["frame_skip"]:  # PPD
-                raise UsageError(f"teacher '{path}' plays with frame skip {ckpt['env_config']['frame_skip']}, the first "  # PPD
-                                 f"teacher with {env_config['frame_skip']}; give teachers of one frame skip")  # PPD
-        if args.total_timesteps < args.num_envs * args.num_steps:
-            raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
-                             f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
-        num_minibatches, minibatch_size = minibatch_split(args.num_envs * args.num_steps, args.minibatch_size)
+            if ckpt["env_config"]["frame_skip"] != skip:  # PPD
+                other = f"teacher '{path}' plays with frame skip {ckpt['env_config']['frame_skip']}"  # PPD
+                raise UsageError(f"{other}, the first teacher with {skip}; give teachers of one frame skip")  # PPD
+        batch_size = args.num_envs * args.num_steps
+        if args.total_timesteps < batch_size:
+            rollout = f"({args.num_envs} x {args.num_steps} = {batch_size} steps)"
+            raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout {rollout}")
+        num_minibatches, minibatch_size = minibatch_split(batch_size, args.minibatch_size)
         envs = make_envs(args.env_id, args.num_envs, args.seed, env_config["frame_skip"])
+        obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
         for path, ckpt in zip(args.teacher, teacher_ckpts):  # PPD
-            check_checkpoint(ckpt, path, args.env_id, envs.single_observation_space.shape, envs.single_action_space)  # PPD
+            check_checkpoint(ckpt, path, args.env_id, obs_shape, action_space)  # PPD
         default_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         run_dir, resume_state = prepare_run(args, default_name)
     except UsageError as e:
         fail(str(e))
-    batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
-    obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    def run_eval(actor: Actor, episodes: int = args.eval_episodes) -> dict:  # same protocol and seeds for every policy
+        fs, seed = env_config["frame_skip"], args.seed + 10_000
+        return eval_summary(*evaluate(actor, args.env_id, fs, episodes, seed, device, max_frames=args.eval_max_frames))
 
     # the teachers are built before seeding, so that the student's initialization matches plain PPO's  # PPD
     teachers = [agent_from_checkpoint(ckpt) for ckpt in teacher_ckpts]  # PPD
@@ -771,7 +715,7 @@ def main(args: Args) -> dict:
             add_teacher_noise(teacher, args.teacher_noise_std, args.seed + 1000 * k)  # PPD
         teacher.to(device, memory_format=teacher_format).eval().requires_grad_(False)  # PPD
     teacher_weight = torch.tensor(args.teacher_weight, device=device)  # w_k  # PPD
-    # R_teacher of the adaptive lambda: flag, else as the interrupted run had it, else the checkpoint's, else measured  # PPD
+    # R_teacher of the adaptive lambda: the flag, else the resumed run's, else the checkpoint's, else measured  # PPD
     teacher_return = args.teacher_return if args.distill_coef_schedule == "adaptive" else None  # PPD
     if args.distill_coef_schedule == "adaptive" and teacher_return is None:  # PPD
         teacher_return = (resume_state or {}).get("train_state", {}).get("teacher_return")  # PPD
@@ -779,9 +723,7 @@ def main(args: Args) -> dict:
             teacher_return = (teacher_ckpts[0].get("eval") or {}).get("mean_return")  # PPD
         if teacher_return is None:  # PPD
             print("measuring the teacher's return for the adaptive lambda (10 games)", flush=True)  # PPD
-            teacher_return = eval_summary(*evaluate(teachers[0].actor, args.env_id, env_config["frame_skip"],  # PPD
-                                                    min(10, args.eval_episodes), args.seed + 10_000, device,  # PPD
-                                                    max_frames=args.eval_max_frames))["mean_return"]  # PPD
+            teacher_return = run_eval(teachers[0].actor, min(10, args.eval_episodes))["mean_return"]  # PPD
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -802,19 +744,20 @@ def main(args: Args) -> dict:
         np.random.set_state(tuple(x.numpy() if torch.is_tensor(x) else x for x in ts["numpy_rng"]))
         random.setstate(ts["python_rng"])
         global_step, start_iteration = resume_state["global_step"], ts["iteration"] + 1
-        env_seed = args.seed + global_step  # the new games the uninterrupted run started here (--restart-games-at-checkpoint)
+        env_seed = args.seed + global_step  # the new games the uninterrupted run started here (restart at checkpoint)
         recent_returns = ts.get("recent_returns", [])
         print(f"resuming {run_dir} at step {global_step}", flush=True)
 
     if args.track:
         import wandb
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
-                   name=os.path.basename(run_dir), sync_tensorboard=True, save_code=True)
+        opts = dict(name=os.path.basename(run_dir), sync_tensorboard=True, save_code=True)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), **opts)
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resume_state is not None else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
 
     # SLURM sends SIGTERM before it kills a job, a user presses Ctrl-C: finish the update, write a checkpoint, exit
     stop = {"signal": None}
@@ -823,7 +766,8 @@ def main(args: Args) -> dict:
         if signum == signal.SIGINT and stop["signal"] == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once (see the end of this file)
         if signum == signal.SIGINT:
-            print("\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again stops at once)", file=sys.stderr)
+            what = "\nCtrl-C: finishing this update, then writing a checkpoint"
+            print(f"{what} (Ctrl-C again stops at once)", file=sys.stderr)
         stop.update(signal=signum)
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -831,11 +775,10 @@ def main(args: Args) -> dict:
 
     def save_checkpoint(iteration: int) -> None:
         state = model_dict(agent, args, obs_shape, action_space, env_config, global_step)
-        np_state = np.random.get_state()
-        state["train_state"] = {"optimizer": optimizer.state_dict(), "return_rms": return_rms.state_dict(),
-                                "iteration": iteration, "torch_rng": torch.get_rng_state(),
-                                "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
-                                "python_rng": random.getstate(), "recent_returns": list(recent_returns)}
+        numpy_rng = tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np.random.get_state())
+        ts = {"optimizer": optimizer.state_dict(), "return_rms": return_rms.state_dict(), "iteration": iteration}
+        ts.update(torch_rng=torch.get_rng_state(), numpy_rng=numpy_rng, python_rng=random.getstate())
+        state["train_state"] = {**ts, "recent_returns": list(recent_returns)}
         state["train_state"]["teacher_return"] = teacher_return  # R_teacher of the adaptive lambda  # PPD
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
 
@@ -850,14 +793,15 @@ def main(args: Args) -> dict:
     raw_obs, _ = envs.reset(seed=env_seed)
     next_obs = torch.as_tensor(raw_obs, device=device)
     start_time, start_step = time.time(), global_step
-    progress = tqdm(total=args.total_timesteps, initial=global_step, unit="step", dynamic_ncols=True,
-                    mininterval=1 if sys.stderr.isatty() else 30, desc=os.path.basename(run_dir))
+    bar = dict(unit="step", dynamic_ncols=True, mininterval=1 if sys.stderr.isatty() else 30)
+    progress = tqdm(total=args.total_timesteps, initial=global_step, desc=os.path.basename(run_dir), **bar)
     iteration = start_iteration - 1
     for iteration in range(start_iteration, num_iterations + 1):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
-        distill_coef = distill_coef_at(args.distill_coef_schedule, args.distill_coef, global_step, args.total_timesteps,  # PPD
-                                       float(np.mean(recent_returns)) if recent_returns else None, teacher_return)  # PPD
+        recent_return = float(np.mean(recent_returns)) if recent_returns else None  # PPD
+        sched, coef, total = args.distill_coef_schedule, args.distill_coef, args.total_timesteps  # PPD
+        distill_coef = distill_coef_at(sched, coef, global_step, total, recent_return, teacher_return)  # PPD
 
         # ---- rollout: the student acts (student-driven distillation)
         agent.eval()
@@ -878,9 +822,9 @@ def main(args: Args) -> dict:
             # a time-limit truncation is not a termination: bootstrap from the value of the final observation
             truncated_only = truncated & ~terminated & info.get("_final_obs", np.zeros_like(truncated))
             if truncated_only.any():
-                final_obs = np.stack(info["final_obs"][truncated_only])
+                final_obs = torch.as_tensor(np.stack(info["final_obs"][truncated_only]), device=device)
                 with torch.no_grad():
-                    reward[truncated_only] += args.gamma * agent.get_value(torch.as_tensor(final_obs, device=device))
+                    reward[truncated_only] += args.gamma * agent.get_value(final_obs)
             rewards[step], dones[step] = reward, torch.as_tensor(done, dtype=torch.float32, device=device)
             next_obs = torch.as_tensor(raw_obs, device=device)
             for i in np.flatnonzero(info.get("_episode", [])):
@@ -890,7 +834,8 @@ def main(args: Args) -> dict:
 
         # ---- advantages (GAE)
         with torch.no_grad():
-            advantages, returns = compute_gae(rewards, values, dones, agent.get_value(next_obs), args.gamma, args.gae_lambda)
+            last_value = agent.get_value(next_obs)
+            advantages, returns = compute_gae(rewards, values, dones, last_value, args.gamma, args.gae_lambda)
 
         # ---- PPD update
         agent.train()
@@ -899,8 +844,8 @@ def main(args: Args) -> dict:
         b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
         # a teacher depends only on the states: one forward per rollout and teacher, in minibatch-sized chunks  # PPD
         with torch.no_grad():  # PPD
-            b_teacher_logits = [torch.cat([teacher.actor(x).logits for x in b_obs.split(minibatch_size)])  # PPD
-                                for teacher in teachers]  # PPD
+            chunks = b_obs.split(minibatch_size)  # PPD
+            b_teacher_logits = [torch.cat([teacher.actor(x).logits for x in chunks]) for teacher in teachers]  # PPD
         clipfracs = []
         kls, agreements, teacher_kls = [], [], []  # PPD
         for epoch in range(args.update_epochs):
@@ -918,12 +863,13 @@ def main(args: Args) -> dict:
                 if args.norm_adv:
                     mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
                 # PPO-clip objective (Schulman et al. 2017, Eq. 7), as a loss
-                pg_loss = torch.max(-mb_advantages * ratio,
-                                    -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
+                clipped_ratio = torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = torch.max(-mb_advantages * ratio, -mb_advantages * clipped_ratio).mean()
                 v_loss = ((newvalue - b_returns[mb_inds]) ** 2).mean()  # c_v * (V - R)^2, as SB3 (CleanRL halves it)
                 entropy_loss = entropy.mean()
                 mb_teacher_logits = [logits[mb_inds] for logits in b_teacher_logits]  # PPD
-                kl_per_teacher = torch.stack([kl_divergence(t, dist.logits, args.kl_direction) for t in mb_teacher_logits])  # PPD
+                kl_k = [kl_divergence(t, dist.logits, args.kl_direction) for t in mb_teacher_logits]  # PPD
+                kl_per_teacher = torch.stack(kl_k)  # PPD
                 # several teachers: sum_k w_k KL_k * max(ratio, 1 - eps) = (sum_k w_k KL_k) * max(ratio, 1 - eps)  # PPD
                 kl = (teacher_weight[:, None] * kl_per_teacher).sum(0)  # PPD
                 # paper Eq. 2: the KL is weighted by max(ratio, 1 - eps), PPO's clip on the lower side only  # PPD
@@ -941,8 +887,10 @@ def main(args: Args) -> dict:
                     kls.append(kl.mean().item())  # PPD
                     teacher_kls.append(kl_per_teacher.mean(1))  # kept on the device, read once per update  # PPD
                     # fraction of states where both pick the same greedy action (first teacher)  # PPD
-                    agreements.append((dist.logits.argmax(-1) == mb_teacher_logits[0].argmax(-1)).float().mean().item())  # PPD
+                    same = dist.logits.argmax(-1) == mb_teacher_logits[0].argmax(-1)  # PPD
+                    agreements.append(same.float().mean().item())  # PPD
 
+        # ---- logging
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
@@ -967,7 +915,9 @@ def main(args: Args) -> dict:
         postfix.update(kl=f"{np.mean(kls):.3f}", lam=f"{distill_coef:.3g}")  # PPD
         progress.set_postfix(postfix, refresh=False)
 
-        periodic = args.checkpoint_every and global_step // args.checkpoint_every > (global_step - batch_size) // args.checkpoint_every
+        # ---- checkpoint (periodic, or on SIGTERM / Ctrl-C)
+        every = args.checkpoint_every
+        periodic = every and global_step // every > (global_step - batch_size) // every
         if periodic and args.restart_games_at_checkpoint:  # new games, as a run resumed from this checkpoint starts
             raw_obs, _ = envs.reset(seed=args.seed + global_step)
             next_obs = torch.as_tensor(raw_obs, device=device)
@@ -976,8 +926,8 @@ def main(args: Args) -> dict:
             save_checkpoint(iteration)
         if stop["signal"] is not None:
             writer.close()
-            print(f"\nstopped by signal {stop['signal']} at step {global_step}; checkpoint written, continue with "
-                  f"--resume {run_dir}", file=sys.stderr)
+            what = f"\nstopped by signal {stop['signal']} at step {global_step}; checkpoint written"
+            print(f"{what}, continue with --resume {run_dir}", file=sys.stderr)
             sys.exit(128 + stop["signal"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -985,74 +935,70 @@ def main(args: Args) -> dict:
     envs.close()
     save_checkpoint(iteration)
 
-    # ---- final evaluation (SPEC sections 4, 5): student and teacher, full games, same protocol and seeds
-    def run_eval(actor: Actor) -> dict:
-        return eval_summary(*evaluate(actor, args.env_id, env_config["frame_skip"], args.eval_episodes, args.seed + 10_000, device,
-                                      max_frames=args.eval_max_frames))
-
+    # ---- final evaluation: student and teacher, full games, same protocol and seeds
     student_eval = run_eval(agent.actor)
     game = atari_game(args.env_id)
     random_score, human_score = HUMAN_RANDOM_SCORES.get(game, (None, None))
-    normalized = {"student": human_normalized(game, student_eval["mean_return"]), "random": random_score,
-                  "human": human_score}
-    evaluation = {"env_id": args.env_id, "method": "ppo", "student_arch": args.student_arch, "global_step": global_step,
-                  "deterministic": True, "full_games": True, "frame_skip": env_config["frame_skip"], "seed": args.seed,
-                  "student": student_eval, "human_normalized": normalized}
+    normalized = {"student": human_normalized(game, student_eval["mean_return"])}
+    normalized.update(random=random_score, human=human_score)
+    evaluation = {"env_id": args.env_id, "method": "ppo", "student_arch": args.student_arch, "global_step": global_step}
+    evaluation.update(deterministic=True, full_games=True, frame_skip=env_config["frame_skip"], seed=args.seed)
+    evaluation.update(student=student_eval, human_normalized=normalized)
     teacher_evals = [run_eval(teacher.actor) for teacher in teachers]  # PPD
     teacher_eval = teacher_evals[0]  # "teacher" and fraction_of_teacher: the first teacher's  # PPD
     normalized["teacher"] = human_normalized(game, teacher_eval["mean_return"])  # PPD
-    evaluation.update({"method": "ppd" if args.distill_coef > 0 else "ppo", "distill_coef": args.distill_coef,  # PPD
-                       "teacher_checkpoint": args.teacher[0], "teacher_noise_std": args.teacher_noise_std,  # PPD
-                       "teacher_checkpoints": list(args.teacher), "teacher_weights": list(args.teacher_weight),  # PPD
-                       "teachers": teacher_evals, "distill_coef_schedule": args.distill_coef_schedule,  # PPD
-                       "teacher_reference_return": teacher_return, "teacher": teacher_eval})  # PPD
+    evaluation.update(method="ppd" if args.distill_coef > 0 else "ppo", distill_coef=args.distill_coef)  # PPD
+    evaluation.update(teacher_checkpoint=args.teacher[0], teacher_noise_std=args.teacher_noise_std)  # PPD
+    evaluation.update(teacher_checkpoints=list(args.teacher), teacher_weights=list(args.teacher_weight))  # PPD
+    evaluation.update(teachers=teacher_evals, distill_coef_schedule=args.distill_coef_schedule)  # PPD
+    evaluation.update(teacher_reference_return=teacher_return, teacher=teacher_eval)  # PPD
     if args.teacher_noise_std > 0:  # the uncorrupted teachers too, the reference of the paper's Table 2  # PPD
-        evaluation["teachers_clean"] = [run_eval(agent_from_checkpoint(ckpt).to(device).actor) for ckpt in teacher_ckpts]  # PPD
-        evaluation["teacher_clean"] = evaluation["teachers_clean"][0]  # PPD
-        normalized["teacher_clean"] = human_normalized(game, evaluation["teacher_clean"]["mean_return"])  # PPD
-    # the paper's measure: the student's human-normalized score as a fraction of its teacher's (raw scores for a  # PPD
-    # game outside the table)  # PPD
-    measure = "human_normalized" if random_score is not None else "raw_score"  # PPD
-    student_score, teacher_score = ((normalized["student"], normalized["teacher"]) if random_score is not None  # PPD
-                                    else (student_eval["mean_return"], teacher_eval["mean_return"]))  # PPD
-    evaluation["fraction_of_teacher"] = student_score / teacher_score if teacher_score != 0 else None  # PPD
+        clean = [run_eval(agent_from_checkpoint(ckpt).to(device).actor) for ckpt in teacher_ckpts]  # PPD
+        evaluation.update(teachers_clean=clean, teacher_clean=clean[0])  # PPD
+        normalized["teacher_clean"] = human_normalized(game, clean[0]["mean_return"])  # PPD
+    # the paper's measure: the student's human-normalized score over its teacher's (raw scores off the table)  # PPD
+    measure, score, teacher_score = "raw_score", student_eval["mean_return"], teacher_eval["mean_return"]  # PPD
+    if random_score is not None:  # PPD
+        measure, score, teacher_score = "human_normalized", normalized["student"], normalized["teacher"]  # PPD
+    evaluation["fraction_of_teacher"] = score / teacher_score if teacher_score != 0 else None  # PPD
     evaluation["fraction_of_teacher_measure"] = measure  # PPD
+    video = os.path.join(run_dir, "video.gif")
     if args.capture_video:  # same env seed as the evaluation's first game
         from ppd_tools.video import film
 
         policies = [(f"student ({args.student_arch})", agent.actor, None)]
-        policies[:0] = [(f"teacher{'' if len(teachers) == 1 else f' {k}'}", teacher.actor, None)  # PPD
-                        for k, teacher in enumerate(teachers)]  # PPD
-        evaluation["video"] = film(os.path.join(run_dir, "video.gif"), policies, args.env_id, "atari", env_config,
-                                   args.seed + 10_000, device, args.video_seconds)
+        names = ["teacher"] if len(teachers) == 1 else [f"teacher {k}" for k in range(len(teachers))]  # PPD
+        policies[:0] = [(name, teacher.actor, None) for name, teacher in zip(names, teachers)]  # PPD
+        seed = args.seed + 10_000
+        evaluation["video"] = film(video, policies, args.env_id, "atari", env_config, seed, device, args.video_seconds)
     evaluation["command"] = " ".join(["python"] + sys.argv)
 
-    model_eval = {"env_id": args.env_id, "arch": args.student_arch, "seed": args.seed, "global_step": global_step,
-                  "deterministic": True, **student_eval, "human_normalized": normalized["student"]}  # a teacher's layout
-    atomic_save(model_dict(agent, args, obs_shape, action_space, env_config, global_step, model_eval),
-                os.path.join(run_dir, "model.pt"))
+    model_eval = {"env_id": args.env_id, "arch": args.student_arch, "seed": args.seed, "global_step": global_step}
+    model_eval.update(deterministic=True, **student_eval, human_normalized=normalized["student"])  # a teacher's layout
+    model = os.path.join(run_dir, "model.pt")
+    atomic_save(model_dict(agent, args, obs_shape, action_space, env_config, global_step, model_eval), model)
     atomic_save(evaluation, os.path.join(run_dir, "eval.json"), as_json=True)
     writer.add_scalar("eval/student_mean_return", student_eval["mean_return"], global_step)
     writer.close()
 
     def row(name: str, summary: dict, hns) -> str:
-        return (f"  {name:24s} {summary['mean_return']:10.2f} +- {summary['std_return']:<9.2f} "
-                + ("      -" if hns is None else f"{hns:7.3f}"))
+        score = f"{summary['mean_return']:10.2f} +- {summary['std_return']:<9.2f} "
+        return f"  {name:24s} {score}" + ("      -" if hns is None else f"{hns:7.3f}")
 
     rows = [f"\n{args.env_id}, {args.eval_episodes} full games, greedy actions:   raw score      human-normalized"]
-    rows.append(row("teacher" + (" (noisy)" if args.teacher_noise_std > 0 else ""), teacher_eval,  # PPD
-                    normalized["teacher"]))  # PPD
+    noisy = " (noisy)" if args.teacher_noise_std > 0 else ""  # PPD
+    rows.append(row("teacher" + noisy, teacher_eval, normalized["teacher"]))  # PPD
     if args.teacher_noise_std > 0:  # PPD
         rows.append(row("teacher (without noise)", evaluation["teacher_clean"], normalized["teacher_clean"]))  # PPD
-    rows += [row(f"teacher {k} (weight {w:.3g})", e, human_normalized(game, e["mean_return"]))  # PPD
-             for k, (e, w) in enumerate(zip(teacher_evals, args.teacher_weight)) if len(teacher_evals) > 1]  # PPD
+    if len(teacher_evals) > 1:  # PPD
+        for k, (e, w) in enumerate(zip(teacher_evals, args.teacher_weight)):  # PPD
+            rows.append(row(f"teacher {k} (weight {w:.3g})", e, human_normalized(game, e["mean_return"])))  # PPD
     rows.append(row(f"student ({args.student_arch})", student_eval, normalized["student"]))
     fraction = evaluation["fraction_of_teacher"]  # PPD
-    rows[-1] += (f"   = {'n/a' if fraction is None else f'{fraction:.1%}'} of the teacher "  # PPD
-                 f"({measure.replace('_', '-')})")  # PPD
-    rows.append(f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in "
-                f"{os.path.join(run_dir, 'eval.json')}" + (f", video in {os.path.join(run_dir, 'video.gif')}"
-                                                           if args.capture_video else ""))
+    fraction = "n/a" if fraction is None else f"{fraction:.1%}"  # PPD
+    rows[-1] += f"   = {fraction} of the teacher ({measure.replace('_', '-')})"  # PPD
+    where = f"  student saved to {model}, numbers in {os.path.join(run_dir, 'eval.json')}"
+    rows.append(where + (f", video in {video}" if args.capture_video else ""))
     print("\n".join(rows))
     return evaluation
 
