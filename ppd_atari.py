@@ -194,14 +194,11 @@ def check_env_id(env_id: str) -> None:
 
 class AtariEnvs:
     """AtariVectorEnv (SAME_STEP autoreset), plus training episodes that end at a life loss while the game goes on,
-    and full-game episode statistics.
-
-    When a GAME ends (game over or frame cap) the ALE resets it within the same step: obs[i] is the new game's first
-    frame and info["final_obs"][i] the old game's last (its other rows are stale, so we build our own final_obs).
-    With life_loss_info=False the ALE's terminated means exactly "game over"; we detect a life loss as a drop of
-    info["lives"] (bit for bit the terminated signal of life_loss_info=True, checked on Breakout, MsPacman, Seaquest,
-    Pong). A life loss does not reset the game: final_obs[i] = obs[i] (terminal, never bootstrapped).
-    """
+    and full-game episode statistics. When a GAME ends (game over or frame cap) the ALE resets it within the same
+    step: obs[i] is the new game's first frame, info["final_obs"][i] the old game's last (its other rows are stale,
+    so we build our own final_obs). With life_loss_info=False the ALE's terminated means exactly "game over"; we
+    detect a life loss as a drop of info["lives"] (bit for bit the terminated signal of life_loss_info=True, checked
+    on Breakout, MsPacman, Seaquest, Pong). A life loss does not reset the game: final_obs[i] = obs[i] (terminal)."""
 
     def __init__(self, game, num_envs, seed, frame_skip, sticky, eval_mode, screen=False, max_frames=108_000):
         from ale_py.vector_env import AtariVectorEnv  # imported here: importing ale-py takes a while
@@ -411,7 +408,7 @@ def greedy_action(dist) -> torch.Tensor:
     return dist.logits.argmax(-1)
 
 
-# ---- The distillation term (paper Eq. 2)
+# ---- The distillation term (paper Eq. 2)  # PPD
 def kl_divergence(teacher_logits, student_logits, direction: str = "forward") -> torch.Tensor:  # PPD
     """Analytic KL(teacher || student) ('forward') or KL(student || teacher) ('reverse') per state."""  # PPD
     log_p, log_q = torch.log_softmax(teacher_logits, -1), torch.log_softmax(student_logits, -1)  # PPD
@@ -674,7 +671,7 @@ def main(args: Args) -> dict:
         teacher_ckpts = [load_checkpoint(args.teacher[0], env_id=args.env_id)]  # the first sets the game  # PPD
         args.env_id = args.env_id or teacher_ckpts[0]["env_id"]  # PPD
         teacher_ckpts += [load_checkpoint(path, env_id=args.env_id) for path in args.teacher[1:]]  # PPD
-        args.env_id = args.env_id or "PongNoFrameskip-v4"
+        args.env_id = args.env_id or "PongNoFrameskip-v4"  # the flags' defaults when no teacher sets them
         check_env_id(args.env_id)
         env_config = {"frame_skip": args.frame_skip or 4}
         env_config = teacher_ckpts[0]["env_config"]  # the env as the teacher saw it (its frame skip)  # PPD
