@@ -52,7 +52,7 @@ class Args:
     env_id: Optional[str] = None  # `procgen:<game>` (default: the teacher's; plain PPO: procgen:coinrun)
     procgen_num_levels: Optional[int] = None  # training levels (default and only value: the teacher's; PPO: 200)
     procgen_start_level: Optional[int] = None  # first training level (default and only value: the teacher's; PPO: 0)
-    procgen_distribution_mode: Optional[str] = None  # difficulty (default: the teacher's; PPO: easy)
+    procgen_distribution_mode: Optional[str] = None  # difficulty (default and only value: the teacher's; PPO: easy)
     student_arch: Literal["smaller", "same", "larger"] = "same"  # student network size (paper Table 4)
     exp_name: str = "ppd"  # name of the experiment, part of the default run name
     seed: int = 1  # seed of torch, numpy, random and the environments
@@ -139,7 +139,7 @@ def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: st
     fail(f"{where}, its last good checkpoint is in {run_dir} {hint}", code=3)
 
 
-# ---------------------------------------- Environments ----------------------------------------
+# ---------------------------------------- Environments
 PROCGEN_GAMES = tuple("bigfish bossfight caveflyer chaser climber coinrun dodgeball fruitbot heist jumper".split())
 PROCGEN_GAMES += tuple("leaper maze miner ninja plunder starpilot".split())
 
@@ -255,7 +255,7 @@ class RunningMeanStd:
         return self
 
 
-# ---------------------------------------- Networks (paper Table 4): separate actor and critic ----------------------
+# ---------------------------------------- Networks (paper Table 4): separate actor and critic
 ARCHS = {"smaller": {"cnn": "nature", "channels": [32, 32, 32], "fc": 128}}
 ARCHS["same"] = {"cnn": "impala", "channels": [16, 32, 32], "fc": 256}
 ARCHS["larger"] = {"cnn": "impala", "channels": [32, 64, 64], "fc": 1024}
@@ -349,7 +349,7 @@ class Agent(nn.Module):
         return action, dist.log_prob(action), dist.entropy(), self.get_value(obs), dist
 
 
-# ---------------------------------------- The distillation term (paper Eq. 2) ----------------------------------------
+# ---------------------------------------- The distillation term (paper Eq. 2)  # PPD
 def kl_divergence(teacher_logits, student_logits, direction: str = "forward") -> torch.Tensor:  # PPD
     """Analytic KL(teacher || student) ('forward') or KL(student || teacher) ('reverse'), per state."""  # PPD
     log_p, log_q = torch.log_softmax(teacher_logits, -1), torch.log_softmax(student_logits, -1)  # PPD
@@ -404,7 +404,7 @@ def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:  # PPD
         raise UsageError(f"{foreign}; convert it first: python -m {convert}")  # PPD
 
 
-# ---------------------------------------- Checkpoints (SPEC section 7): one file for teachers and students ----------
+# ---------------------------------------- Checkpoints (SPEC section 7): one file for teachers and students
 def space_dict(space: gym.Space) -> dict:
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "discrete", "n": int(space.n)}
@@ -478,7 +478,7 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
     return agent
 
 
-# ---------------------------------------- PPO pieces ----------------------------------------
+# ---------------------------------------- PPO pieces
 def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
     """Generalized advantage estimation over a [T, N] rollout. dones[t] = the episode ended at step t; a
     truncated step has gamma * V(final observation) already added to its reward, so every end cuts here."""
@@ -505,7 +505,7 @@ def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
     return n, batch_size // n
 
 
-# ---------------------------------------- Evaluation (SPEC section 5): sampled actions, same seeds for all ----------
+# ---------------------------------------- Evaluation (SPEC section 5): sampled actions, same seeds for all
 def evaluate(actor: Actor, env_id: str, env_config: dict, levels: str, episodes: int, seed: int, device, num_envs=10):
     """(returns, truncated) of `episodes` episodes on the 'test' or 'train' levels; each env plays a fixed quota,
     so short episodes are not favoured."""
@@ -539,7 +539,7 @@ def eval_summary(returns: list, truncated: int) -> dict:
     return summary | {"truncated_episodes": truncated, "returns": returns}
 
 
-# ---------------------------------------- Run folders ----------------------------------------
+# ---------------------------------------- Run folders
 STRUCTURAL = ("env_id", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size", *ENV_DEFAULTS)
 STRUCTURAL += ("teacher", "distill_coef", "kl_direction", "teacher_noise_std", "teacher_weight")  # PPD
 STRUCTURAL += ("distill_coef_schedule", "teacher_return")  # PPD
