@@ -11,7 +11,8 @@ With `--distill-coef 0` the script is PPO, number for number. The student trains
 checkpoint fixes the game, the level range and the difficulty: 200 easy levels in the paper); evaluation samples
 actions and runs on unseen test levels and, separately, on the training levels.
 
-    python train_teacher.py --env-id procgen:coinrun --run-name coinrun && cp runs/coinrun/model.pt teachers/procgen-coinrun.pt
+    python train_teacher.py --env-id procgen:coinrun --run-name coinrun
+    cp runs/coinrun/model.pt teachers/procgen-coinrun.pt
     python ppd_procgen.py --student-arch smaller           # teachers/procgen-coinrun.pt -> Nature-CNN student
 """
 
@@ -39,112 +40,71 @@ torch.distributions.Distribution.set_default_validate_args(False)
 
 DEFAULT_TEACHER = "teachers/procgen-coinrun.pt"  # PPD
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
+# plain PPO's env when the flags leave it out (PPD: the teacher's)
+ENV_DEFAULTS = {"procgen_num_levels": 200, "procgen_start_level": 0, "procgen_distribution_mode": "easy"}
 
 
 @dataclass
 class Args:
     # General settings
     teacher: tuple[str, ...] = ()  # PPD
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; it also fixes the training levels); repeat the flag for several teachers trained on the same levels, whose terms are summed with --teacher-weight (default: teachers/procgen-coinrun.pt)"""  # PPD
-    env_id: str = "procgen:coinrun"
-    """`procgen:<game>`, e.g. `procgen:coinrun`"""
-    env_id: Optional[str] = None  # PPD
-    """`procgen:<game>`, e.g. `procgen:coinrun` (default: the teacher's env)"""  # PPD
-    procgen_num_levels: int = 200
-    """number of training levels (evaluation uses levels outside them)"""
-    procgen_num_levels: Optional[int] = None  # PPD
-    """number of training levels (evaluation uses levels outside them; default and only value: the teacher's)"""  # PPD
-    procgen_start_level: int = 0
-    """first training level"""
-    procgen_start_level: Optional[int] = None  # PPD
-    """first training level (default and only value: the teacher's)"""  # PPD
-    procgen_distribution_mode: str = "easy"
-    """difficulty"""
-    procgen_distribution_mode: Optional[str] = None  # PPD
-    """difficulty (default and only value: the teacher's)"""  # PPD
-    student_arch: Literal["smaller", "same", "larger"] = "same"
-    """student network size (paper Table 4: Nature-CNN 32-32-32 fc 128, IMPALA-CNN 16-32-32 fc 256, IMPALA-CNN 32-64-64 fc 1024)"""
-    exp_name: str = "ppd"
-    """name of the experiment, part of the default run name"""
-    seed: int = 1
-    """seed of torch, numpy, random and the environments"""
-    torch_deterministic: bool = True
-    """sets `torch.backends.cudnn.deterministic`"""
-    cuda: bool = True
-    """use CUDA when it is available (`--no-cuda` forces the CPU)"""
-    track: bool = False
-    """also log to Weights & Biases (imported only then)"""
-    wandb_project_name: str = "ppd"
-    """Weights & Biases project"""
-    wandb_entity: Optional[str] = None
-    """Weights & Biases entity (team)"""
-    output_dir: str = "runs"
-    """folder that holds the run folders"""
-    run_name: Optional[str] = None
-    """run folder name under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`); an existing run folder is never overwritten"""
-    checkpoint_every: int = 100_000
-    """write `checkpoint.pt` (atomically) every this many environment steps; 0 writes it only at the end"""
-    resume: Optional[str] = None
-    """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
-    eval_episodes: int = 200
-    """episodes of the final evaluation (sampled actions), on test levels and again on training levels, for the student and for the teacher (same seeds)"""
+    """teacher checkpoint (it fixes the levels); repeat for several (default: teachers/procgen-coinrun.pt)"""  # PPD
+    env_id: Optional[str] = None  # `procgen:<game>` (default: the teacher's; plain PPO: procgen:coinrun)
+    procgen_num_levels: Optional[int] = None  # training levels (default and only value: the teacher's; PPO: 200)
+    procgen_start_level: Optional[int] = None  # first training level (default and only value: the teacher's; PPO: 0)
+    procgen_distribution_mode: Optional[str] = None  # difficulty (default and only value: the teacher's; PPO: easy)
+    student_arch: Literal["smaller", "same", "larger"] = "same"  # student network size (paper Table 4)
+    exp_name: str = "ppd"  # name of the experiment, part of the default run name
+    seed: int = 1  # seed of torch, numpy, random and the environments
+    torch_deterministic: bool = True  # sets `torch.backends.cudnn.deterministic`
+    cuda: bool = True  # use CUDA when it is available (`--no-cuda` forces the CPU)
+    track: bool = False  # also log to Weights & Biases (imported only then)
+    wandb_project_name: str = "ppd"  # Weights & Biases project
+    wandb_entity: Optional[str] = None  # Weights & Biases entity (team)
+    output_dir: str = "runs"  # folder that holds the run folders
+    run_name: Optional[str] = None  # run folder under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`)
+    checkpoint_every: int = 100_000  # write `checkpoint.pt` every this many env steps; 0: only at the end
+    resume: Optional[str] = None  # continue the run of this `checkpoint.pt` or run folder, with the same flags
+    eval_episodes: int = 200  # episodes of the final evaluation per level set (test, train), student and teacher
 
     # Algorithm settings (paper A.3: the teacher's PPO settings except gamma, ent_coef and num_steps)
     distill_coef: float = 1.0  # PPD
     """lambda, weight of the distillation term; 0 gives plain PPO"""  # PPD
     distill_coef_schedule: Literal["constant", "linear", "cosine", "adaptive"] = "constant"  # PPD
-    """lambda over the run, recomputed every update: constant; linear or cosine: decays from --distill-coef to 0 at --total-timesteps; adaptive: --distill-coef x clip((R_teacher - R_student) / |R_teacher|, 0, 1), R_student the mean return of the student's last 20 training episodes (--distill-coef until the first one ends), so lambda is 0 once the student matches the teacher and it is free to surpass an imperfect one"""  # PPD
+    """lambda over the run: constant; linear or cosine decay to 0; adaptive: by the student's shortfall"""  # PPD
     teacher_return: Optional[float] = None  # PPD
-    """R_teacher of the adaptive schedule (default: the first teacher's checkpoint evaluation on its training levels, `train_levels.mean_return`, else a 10-episode evaluation of it there at the start; with --teacher-noise-std > 0 always that evaluation, of the noisy teacher)"""  # PPD
+    """R_teacher of the adaptive schedule (default: the teacher's train_levels.mean_return, else measured)"""  # PPD
     teacher_weight: tuple[float, ...] = ()  # PPD
-    """weight w_k of each teacher's term, one per --teacher in the same order, normalized to sum to 1 (default: equal weights)"""  # PPD
+    """weight of each teacher's term, one per --teacher, normalized to sum 1 (default: equal weights)"""  # PPD
     kl_direction: Literal["forward", "reverse"] = "forward"  # PPD
     """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""  # PPD
     teacher_noise_std: float = 0.0  # PPD
-    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (+ 1000 x the teacher's index) (paper: 0.05)"""  # PPD
-    total_timesteps: int = 2_000_000
-    """environment steps to train"""
-    learning_rate: float = 3e-4
-    """Adam learning rate"""
-    anneal_lr: bool = False
-    """decay the learning rate linearly to 0"""
-    num_envs: int = 18
-    """parallel environments"""
-    num_steps: int = 64
-    """steps per environment per rollout"""
-    minibatch_size: int = 512
-    """requested minibatch size: each rollout is split into the whole number of equal minibatches closest to it (18 x 64 = 1152 samples -> 2 x 576)"""
-    update_epochs: int = 4
-    """passes over each rollout"""
-    gamma: float = 0.999
-    """discount factor"""
-    gae_lambda: float = 0.9
-    """lambda of generalized advantage estimation"""
-    clip_coef: float = 0.2
-    """PPO clip coefficient epsilon (also clips the distillation term)"""
-    ent_coef: float = 0.0
-    """entropy coefficient alpha"""
-    vf_coef: float = 0.5
-    """value loss coefficient c_v"""
-    max_grad_norm: float = 0.5
-    """gradient clipping norm"""
-    norm_adv: bool = True
-    """normalize advantages per minibatch"""
-    norm_reward: bool = True
-    """scale rewards by a running estimate of the std of the discounted return"""
-    adam_eps: float = 1e-5
-    """Adam epsilon"""
+    """imperfect teacher (paper Table 2): N(0, std^2) noise on every teacher parameter (paper: 0.05)"""  # PPD
+    total_timesteps: int = 2_000_000  # environment steps to train
+    learning_rate: float = 3e-4  # Adam learning rate
+    anneal_lr: bool = False  # decay the learning rate linearly to 0
+    num_envs: int = 18  # parallel environments
+    num_steps: int = 64  # steps per environment per rollout
+    minibatch_size: int = 512  # requested size: a rollout splits into the closest whole number of equal minibatches
+    update_epochs: int = 4  # passes over each rollout
+    gamma: float = 0.999  # discount factor
+    gae_lambda: float = 0.9  # lambda of generalized advantage estimation
+    clip_coef: float = 0.2  # PPO clip coefficient epsilon (also clips the distillation term)
+    ent_coef: float = 0.0  # entropy coefficient alpha
+    vf_coef: float = 0.5  # value loss coefficient c_v
+    max_grad_norm: float = 0.5  # gradient clipping norm
+    norm_adv: bool = True  # normalize advantages per minibatch
+    norm_reward: bool = True  # scale rewards by a running estimate of the std of the discounted return
+    adam_eps: float = 1e-5  # Adam epsilon
 
 
 # the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
-FLAG_RANGES = {
-    "seed": ">= 0", "procgen_num_levels": ">= 1", "procgen_start_level": ">= 0", "checkpoint_every": ">= 0",
-    "eval_episodes": ">= 1",
-    "teacher_noise_std": ">= 0",  # PPD
-    "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1",
-    "minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]", "clip_coef": "> 0",
-    "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0",
-}
+FLAG_RANGES = {"seed": ">= 0", "procgen_num_levels": ">= 1", "procgen_start_level": ">= 0", "checkpoint_every": ">= 0"}
+FLAG_RANGES["eval_episodes"] = ">= 1"
+FLAG_RANGES["teacher_noise_std"] = ">= 0"  # PPD
+FLAG_RANGES |= {"total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1"}
+FLAG_RANGES |= {"minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]"}
+FLAG_RANGES |= {"clip_coef": "> 0", "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0"}
 
 
 class UsageError(Exception):
@@ -156,8 +116,8 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1,
-         "in [0, 1)": lambda v: 0 <= v < 1}
+RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0}
+RULES |= {"in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1}
 
 
 def check_ranges(args: Args, ranges: dict) -> None:
@@ -174,45 +134,41 @@ def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: st
         return
     bad = [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["gradient"]
     print(file=sys.stderr)  # off the progress bar's line
-    fail(f"non-finite {', '.join(bad)} in update {iteration}; the run stopped, its last good checkpoint is in {run_dir} "
-         "(try a lower --learning-rate, or check the env's rewards and observations)", code=3)
+    where = f"non-finite {', '.join(bad)} in update {iteration}; the run stopped"
+    hint = "(try a lower --learning-rate, or check the env's rewards and observations)"
+    fail(f"{where}, its last good checkpoint is in {run_dir} {hint}", code=3)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Environments
-# ----------------------------------------------------------------------------------------------------
-PROCGEN_GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball",
-                 "fruitbot", "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot")
+# ---------------------------------------- Environments
+PROCGEN_GAMES = tuple("bigfish bossfight caveflyer chaser climber coinrun dodgeball fruitbot heist jumper".split())
+PROCGEN_GAMES += tuple("leaper maze miner ninja plunder starpilot".split())
 
 
 def check_env_id(env_id: str) -> None:
     """Raise UsageError naming the closest known ids when env_id is not a Procgen game."""
     if not env_id.startswith("procgen:"):
-        raise UsageError(f"'{env_id}' is not a Procgen env id (procgen:<game>, e.g. procgen:coinrun); "
-                         "Atari: ppd_atari.py, flat-Box envs: ppd_mujoco.py")
+        other = "Atari: ppd_atari.py, flat-Box envs: ppd_mujoco.py"
+        raise UsageError(f"'{env_id}' is not a Procgen env id (procgen:<game>, e.g. procgen:coinrun); {other}")
     game = env_id.split(":", 1)[1]
     if game not in PROCGEN_GAMES:
         close = difflib.get_close_matches(game, PROCGEN_GAMES, n=3)
-        raise UsageError(f"unknown Procgen game '{game}'; try one of: "
-                         + ", ".join(f"procgen:{g}" for g in close or PROCGEN_GAMES[:4]))
+        ids = ", ".join(f"procgen:{g}" for g in close or PROCGEN_GAMES[:4])
+        raise UsageError(f"unknown Procgen game '{game}'; try one of: {ids}")
 
 
 class ProcgenVecEnv:
     """Gymnasium-style vector adapter around procgen.ProcgenGym3Env (gym3 act/observe API).
 
-    gym3 semantics: after act(a_t), observe() returns (r_t, o_{t+1}, first); first[i]=True means o_{t+1}
-    is the first frame of a new episode, i.e. env i's previous episode ended at this step (it resets
-    itself; this is already same-step autoreset). Procgen episodes end by termination or by the game's own
-    timeout; both are reported as terminated (truncated is always False). Seeding happens only here,
-    at construction (rand_seed); reset() cannot reset a gym3 env and just returns the current frames.
+    After act(a_t), observe() gives (r_t, o_{t+1}, first): first[i] means env i's episode ended at this step and
+    o_{t+1} starts the next (same-step autoreset). Every episode end (the game's timeout too) counts as terminated;
+    truncated is always False. Seeded only at construction (rand_seed): reset() returns the current frames.
     """
 
-    def __init__(self, env_name: str, num_envs: int, seed: int, num_levels: int = 200, start_level: int = 0,
-                 distribution_mode: str = "easy"):
+    def __init__(self, env_name, num_envs: int, seed: int, num_levels=200, start_level=0, distribution_mode="easy"):
         from procgen import ProcgenGym3Env  # lazy: importing procgen imports the old `gym` (prints a notice)
 
-        self.env = ProcgenGym3Env(num=num_envs, env_name=env_name, num_levels=num_levels,
-                                  start_level=start_level, distribution_mode=distribution_mode, rand_seed=seed)
+        levels = dict(num_levels=num_levels, start_level=start_level, distribution_mode=distribution_mode)
+        self.env = ProcgenGym3Env(num=num_envs, env_name=env_name, **levels, rand_seed=seed)
         self.num_envs = num_envs
         self.single_observation_space = gym.spaces.Box(0, 255, (3, 64, 64), np.uint8)
         self.single_action_space = gym.spaces.Discrete(self.env.ac_space.eltype.n)  # 15
@@ -234,36 +190,31 @@ class ProcgenVecEnv:
         self.ep_return += reward
         self.ep_length += 1
         no = np.zeros(self.num_envs, dtype=bool)
-        info = {
-            "final_obs": obs,  # not kept by gym3; never needed since truncated is always False
-            "_final_obs": no,
-            "episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()},
-            "_episode": first.copy(),
-        }
+        info = {"final_obs": obs, "_final_obs": no}  # gym3 keeps no final frame; never needed (no truncation)
+        info.update(episode={"r": self.ep_return.copy(), "l": self.ep_length.copy()}, _episode=first.copy())
         self.ep_return[first] = 0.0
         self.ep_length[first] = 0
         return obs, reward.astype(np.float32), first.copy(), no.copy(), info
 
     def level_seeds(self) -> np.ndarray:
-        """Current level seed of each env. Call it only when needed (e.g. when some `terminated`):
-        building the per-env info list on every step halves the adapter's speed."""
+        """Current level seed of each env; only when needed: building the info list on every step halves the speed."""
         return np.array([d["level_seed"] for d in self.env.get_info()], dtype=np.int64)
 
     def get_state(self, raw_obs: np.ndarray) -> dict:
-        """What a resumed run needs to go on with the very same steps: each env's procgen state (its game, its level,
-        the RNG that draws the next levels; procgen's own serialization, checked to restore future observations,
-        rewards and episode ends exactly), this adapter's episode counters and the last observations. uint8 tensors
-        and plain types only, so that the checkpoint loads with torch.load(weights_only=True)."""
-        return {"procgen": [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()],
-                "episode_returns": torch.from_numpy(self.ep_return.copy()),
-                "episode_lengths": torch.from_numpy(self.ep_length.copy()), "raw_obs": torch.from_numpy(raw_obs.copy())}
+        """What a resumed run needs to take the very same steps: procgen's own state of each env (game, level, level
+        RNG), the episode counters and the last observations; tensors only (torch.load with weights_only=True)."""
+        procgen = [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()]
+        returns, lengths = torch.from_numpy(self.ep_return.copy()), torch.from_numpy(self.ep_length.copy())
+        state = {"procgen": procgen, "episode_returns": returns, "episode_lengths": lengths}
+        return state | {"raw_obs": torch.from_numpy(raw_obs.copy())}
 
     def set_state(self, saved: dict) -> np.ndarray:
-        """The inverse of get_state, on an env built with the run's original flags and seed; returns the last observations."""
+        """The inverse of get_state, on an env built with the run's flags and seed; returns the last observations."""
         if len(saved["procgen"]) != self.num_envs:
             raise ValueError(f"saved state holds {len(saved['procgen'])} envs, this vector env has {self.num_envs}")
         self.env.set_state([t.numpy().tobytes() for t in saved["procgen"]])
-        self.ep_return, self.ep_length = saved["episode_returns"].numpy().copy(), saved["episode_lengths"].numpy().copy()
+        self.ep_return = saved["episode_returns"].numpy().copy()
+        self.ep_length = saved["episode_lengths"].numpy().copy()
         return saved["raw_obs"].numpy().copy()
 
     def close(self):
@@ -271,15 +222,13 @@ class ProcgenVecEnv:
 
 
 def level_range(env_config: dict, levels: str = "train") -> tuple:
-    """(start_level, num_levels) of the teacher's training levels, or for 'test' a block of level seeds right
-    after them, so that no test level is a training level (SPEC section 4)."""
+    """(start_level, num_levels) of the training levels, or for 'test' the level seeds right after them (unseen)."""
     start, count = env_config["procgen_start_level"], env_config["procgen_num_levels"]
     return (start, count) if levels == "train" else (start + count, 100_000)
 
 
 def make_envs(env_id: str, num_envs: int, seed: int, env_config: dict, levels: str = "train") -> ProcgenVecEnv:
-    """Procgen vector env on the teacher's training levels ('train') or on unseen levels ('test'), with the
-    teacher's difficulty. Its level sequence is drawn from `seed`, fixed at construction."""
+    """Procgen envs on the training ('train') or unseen ('test') levels; the level sequence is drawn from `seed`."""
     start, count = level_range(env_config, levels)
     return ProcgenVecEnv(env_id.split(":", 1)[1], num_envs, seed, count, start, env_config["procgen_distribution_mode"])
 
@@ -294,8 +243,8 @@ class RunningMeanStd:
         batch_mean, batch_var, batch_count = x.mean(0), x.var(0), x.shape[0]
         delta, total = batch_mean - self.mean, self.count + batch_count
         self.mean = self.mean + delta * batch_count / total
-        self.var = (self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total) / total
-        self.count = total
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        self.var, self.count = m2 / total, total
 
     def state_dict(self) -> dict:
         return {"mean": torch.tensor(self.mean), "var": torch.tensor(self.var), "count": float(self.count)}
@@ -306,12 +255,10 @@ class RunningMeanStd:
         return self
 
 
-# ----------------------------------------------------------------------------------------------------
-# Networks (paper Table 4): separate actor and critic of the same architecture
-# ----------------------------------------------------------------------------------------------------
-ARCHS = {"smaller": {"cnn": "nature", "channels": [32, 32, 32], "fc": 128},
-         "same": {"cnn": "impala", "channels": [16, 32, 32], "fc": 256},
-         "larger": {"cnn": "impala", "channels": [32, 64, 64], "fc": 1024}}
+# ---------------------------------------- Networks (paper Table 4): separate actor and critic
+ARCHS = {"smaller": {"cnn": "nature", "channels": [32, 32, 32], "fc": 128}}
+ARCHS["same"] = {"cnn": "impala", "channels": [16, 32, 32], "fc": 256}
+ARCHS["larger"] = {"cnn": "impala", "channels": [32, 64, 64], "fc": 1024}
 
 
 def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
@@ -326,12 +273,9 @@ class NatureCNN(nn.Module):
     def __init__(self, in_channels, out_dim, fc=128, channels=(32, 32, 32), in_hw=84, head_std=0.01):
         super().__init__()
         c1, c2, c3 = channels
-        self.convs = nn.Sequential(
-            layer_init(nn.Conv2d(in_channels, c1, 8, stride=4)), nn.ReLU(),
-            layer_init(nn.Conv2d(c1, c2, 4, stride=2)), nn.ReLU(),
-            layer_init(nn.Conv2d(c2, c3, 3, stride=1)), nn.ReLU(),
-            nn.Flatten(),
-        )
+        conv1 = layer_init(nn.Conv2d(in_channels, c1, 8, stride=4))
+        conv2, conv3 = layer_init(nn.Conv2d(c1, c2, 4, stride=2)), layer_init(nn.Conv2d(c2, c3, 3, stride=1))
+        self.convs = nn.Sequential(conv1, nn.ReLU(), conv2, nn.ReLU(), conv3, nn.ReLU(), nn.Flatten())
         with torch.no_grad():  # flattened size for this input size (7x7 at 84, 4x4 at 64)
             n_flat = self.convs(torch.zeros(1, in_channels, in_hw, in_hw)).shape[1]
         self.fc = nn.Sequential(layer_init(nn.Linear(n_flat, fc)), nn.ReLU())
@@ -359,12 +303,8 @@ class ImpalaCNN(nn.Module):
         super().__init__()
         layers, c_in = [], in_channels
         for c in channels:
-            layers += [
-                layer_init(nn.Conv2d(c_in, c, 3, padding=1)),
-                nn.MaxPool2d(3, stride=2, padding=1),
-                ResidualBlock(c),
-                ResidualBlock(c),
-            ]
+            conv = layer_init(nn.Conv2d(c_in, c, 3, padding=1))
+            layers += [conv, nn.MaxPool2d(3, stride=2, padding=1), ResidualBlock(c), ResidualBlock(c)]
             c_in = c
         self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():  # 84 -> 42 -> 21 -> 11;  64 -> 32 -> 16 -> 8
@@ -378,7 +318,8 @@ class ImpalaCNN(nn.Module):
 
 def make_body(config: dict, obs_shape: tuple, out_dim: int, head_std: float) -> nn.Module:
     cnn = NatureCNN if config["cnn"] == "nature" else ImpalaCNN
-    return cnn(obs_shape[0], out_dim, channels=tuple(config["channels"]), fc=config["fc"], in_hw=obs_shape[-1], head_std=head_std)
+    sizes = dict(channels=tuple(config["channels"]), fc=config["fc"], in_hw=obs_shape[-1])
+    return cnn(obs_shape[0], out_dim, **sizes, head_std=head_std)
 
 
 class Actor(nn.Module):
@@ -408,12 +349,9 @@ class Agent(nn.Module):
         return action, dist.log_prob(action), dist.entropy(), self.get_value(obs), dist
 
 
-# ----------------------------------------------------------------------------------------------------
-# The distillation term (paper Eq. 2)
-# ----------------------------------------------------------------------------------------------------
-def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor, direction: str = "forward") -> torch.Tensor:  # PPD
-    """Analytic KL between the Categoricals over the whole action set, per state."""  # PPD
-    # KL(teacher || student) for 'forward', KL(student || teacher) for 'reverse'  # PPD
+# ---------------------------------------- The distillation term (paper Eq. 2)  # PPD
+def kl_divergence(teacher_logits, student_logits, direction: str = "forward") -> torch.Tensor:  # PPD
+    """Analytic KL(teacher || student) ('forward') or KL(student || teacher) ('reverse'), per state."""  # PPD
     log_p, log_q = torch.log_softmax(teacher_logits, -1), torch.log_softmax(student_logits, -1)  # PPD
     if direction == "reverse":  # PPD
         log_p, log_q = log_q, log_p  # PPD
@@ -432,19 +370,16 @@ def teacher_weights(weights, num_teachers: int) -> tuple:  # PPD
     """--teacher-weight checked and normalized to sum to 1 (equal weights when none are given)."""  # PPD
     weights = tuple(float(w) for w in weights) or (1.0,) * num_teachers  # PPD
     if len(weights) != num_teachers:  # PPD
-        raise UsageError(f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s); "  # PPD
-                         "give one weight per --teacher, in the same order, or none for equal weights")  # PPD
+        given = f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s)"  # PPD
+        raise UsageError(f"{given}; give one weight per --teacher, in the same order, or none for equal weights")  # PPD
     if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:  # PPD
-        raise UsageError("--teacher-weight must be finite, >= 0 and not all 0, got "  # PPD
-                         + ", ".join(map(str, weights)))  # PPD
+        got = ", ".join(map(str, weights))  # PPD
+        raise UsageError(f"--teacher-weight must be finite, >= 0 and not all 0, got {got}")  # PPD
     return tuple(w / sum(weights) for w in weights)  # PPD
 
 
-def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_student_return: Optional[float],  # PPD
-                    teacher_return: Optional[float]) -> float:  # PPD
-    """lambda at environment step `step` of `total` (--distill-coef-schedule)."""  # PPD
-    # recent_student_return: mean return of the student's last training episodes, None before the first one ends;  # PPD
-    # teacher_return: R_teacher (adaptive only)  # PPD
+def distill_coef_at(schedule, coef, step: int, total: int, recent_student_return, teacher_return) -> float:  # PPD
+    """lambda at env step `step` of `total`; recent_student_return: None until a training episode ends."""  # PPD
     progress = min(max(step / total, 0.0), 1.0)  # PPD
     if schedule == "constant":  # PPD
         return coef  # PPD
@@ -452,8 +387,7 @@ def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_st
         return coef * (1.0 - progress)  # PPD
     if schedule == "cosine":  # half a cosine, from coef to 0  # PPD
         return coef * 0.5 * (1.0 + math.cos(math.pi * progress))  # PPD
-    # adaptive: the student's shortfall as a fraction of the teacher's return, clipped to [0, 1]  # PPD
-    if schedule == "adaptive":  # PPD
+    if schedule == "adaptive":  # the student's shortfall as a fraction of the teacher's return, in [0, 1]  # PPD
         if recent_student_return is None:  # PPD
             return coef  # PPD
         shortfall = (teacher_return - recent_student_return) / max(abs(teacher_return), 1e-8)  # PPD
@@ -461,9 +395,16 @@ def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_st
     raise ValueError(f"unknown distill-coef schedule '{schedule}'")  # PPD
 
 
-# ----------------------------------------------------------------------------------------------------
-# Checkpoints (SPEC section 7): one self-describing file, the same for teachers and students
-# ----------------------------------------------------------------------------------------------------
+def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:  # PPD
+    """UsageError naming ppd_tools/convert_teacher.py when a teacher is a Stable-Baselines3 or CleanRL file."""  # PPD
+    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]  # PPD
+    if foreign:  # PPD
+        convert = f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} --output teacher.pt"  # PPD
+        foreign = f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file"  # PPD
+        raise UsageError(f"{foreign}; convert it first: python -m {convert}")  # PPD
+
+
+# ---------------------------------------- Checkpoints (SPEC section 7): one file for teachers and students
 def space_dict(space: gym.Space) -> dict:
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "discrete", "n": int(space.n)}
@@ -486,53 +427,47 @@ def atomic_save(obj, path: str, as_json: bool = False) -> None:
 
 
 def model_dict(agent: Agent, args: Args, obs_shape, action_space, env_config, global_step, evaluation=None) -> dict:
-    return {
-        "format_version": FORMAT_VERSION,
-        "env_id": args.env_id,
-        "domain": "procgen",
-        "arch": args.student_arch,
-        "arch_config": ARCHS[args.student_arch],
-        "actor": agent.actor.state_dict(),
-        "critic": agent.critic.state_dict(),
-        "obs_shape": list(obs_shape),
-        "action_space": space_dict(action_space),
-        "obs_rms": None,
-        "env_config": env_config,  # the teacher's: a student can become the next teacher
-        "args": asdict(args),
-        "global_step": global_step,
-        "eval": evaluation,
-    }
+    d = {"format_version": FORMAT_VERSION, "env_id": args.env_id, "domain": "procgen", "arch": args.student_arch}
+    d.update(arch_config=ARCHS[args.student_arch], actor=agent.actor.state_dict(), critic=agent.critic.state_dict())
+    d.update(obs_shape=list(obs_shape), action_space=space_dict(action_space), obs_rms=None)
+    d["env_config"] = env_config  # the teacher's: a student can become the next teacher
+    return d | {"args": asdict(args), "global_step": global_step, "eval": evaluation}
 
 
 def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, action_space=None) -> dict:
     """Read a checkpoint and check it against the env; raise UsageError with a one-line reason otherwise."""
     if os.path.isdir(path):
-        path = os.path.join(path, "model.pt") if os.path.exists(os.path.join(path, "model.pt")) else os.path.join(path, "checkpoint.pt")
+        model = os.path.join(path, "model.pt")
+        path = model if os.path.exists(model) else os.path.join(path, "checkpoint.pt")
     if not os.path.isfile(path):
-        raise UsageError(f"checkpoint '{path}' does not exist; train a teacher with train_teacher.py "
-                         f"(e.g. `python train_teacher.py --env-id {env_id or 'procgen:coinrun'}`) and pass its model.pt with --teacher")
+        train = f"(e.g. `python train_teacher.py --env-id {env_id or 'procgen:coinrun'}`)"
+        why = f"does not exist; train a teacher with train_teacher.py {train} and pass its model.pt with --teacher"
+        raise UsageError(f"checkpoint '{path}' {why}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, ...
-        raise UsageError(f"cannot read checkpoint '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                         "it is truncated or not a checkpoint, train or copy it again")
+        why = f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        why += "; it is truncated or not a checkpoint, train or copy it again"
+        raise UsageError(f"cannot read checkpoint '{path}' {why}")
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
-        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); pass a model.pt written by train_teacher.py")
+        why = "is not a checkpoint of these scripts (no format_version); pass a model.pt written by train_teacher.py"
+        raise UsageError(f"'{path}' {why}")
     if ckpt["format_version"] != FORMAT_VERSION:
-        raise UsageError(f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read "
-                         f"version {FORMAT_VERSION}; re-save it with the matching version of the scripts")
+        why = f"has checkpoint format version {ckpt['format_version']}, these scripts read version {FORMAT_VERSION}"
+        raise UsageError(f"'{path}' {why}; re-save it with the matching version of the scripts")
     if ckpt["domain"] != "procgen":
         script = {"mlp": "ppd_mujoco.py", "atari": "ppd_atari.py"}.get(ckpt["domain"], "another script")
-        raise UsageError(f"checkpoint '{path}' is a model of the {ckpt['domain']} domain ({ckpt['env_id']}); use {script} for it")
+        why = f"is a model of the {ckpt['domain']} domain ({ckpt['env_id']}); use {script} for it"
+        raise UsageError(f"checkpoint '{path}' {why}")
     if env_id is not None and ckpt["env_id"] != env_id:
-        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; "
-                         f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}")
+        why = f"was trained on {ckpt['env_id']}, not {env_id}; pass --env-id {ckpt['env_id']}"
+        raise UsageError(f"checkpoint '{path}' {why} or a checkpoint for {env_id}")
     if obs_shape is not None and tuple(ckpt["obs_shape"]) != tuple(obs_shape):
-        raise UsageError(f"checkpoint '{path}' expects observations of shape {tuple(ckpt['obs_shape'])}, the env gives "
-                         f"{tuple(obs_shape)}; use a checkpoint trained on this env")
+        why = f"expects observations of shape {tuple(ckpt['obs_shape'])}, the env gives {tuple(obs_shape)}"
+        raise UsageError(f"checkpoint '{path}' {why}; use a checkpoint trained on this env")
     if action_space is not None and ckpt["action_space"] != space_dict(action_space):
-        raise UsageError(f"checkpoint '{path}' has action space {ckpt['action_space']}, the env has "
-                         f"{space_dict(action_space)}; use a checkpoint trained on this env")
+        why = f"has action space {ckpt['action_space']}, the env has {space_dict(action_space)}"
+        raise UsageError(f"checkpoint '{path}' {why}; use a checkpoint trained on this env")
     return ckpt
 
 
@@ -543,21 +478,7 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
     return agent
 
 
-# ----------------------------------------------------------------------------------------------------
-# Foreign teachers: a Stable-Baselines3 .zip or CleanRL .cleanrl_model is converted first by ppd_tools/convert_teacher.py
-# ----------------------------------------------------------------------------------------------------
-def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:  # PPD
-    """UsageError naming the converter when a teacher is a Stable-Baselines3 or CleanRL file."""  # PPD
-    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]  # PPD
-    if foreign:  # PPD
-        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "  # PPD
-                         f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} "  # PPD
-                         "--output teacher.pt")  # PPD
-
-
-# ----------------------------------------------------------------------------------------------------
-# PPO pieces
-# ----------------------------------------------------------------------------------------------------
+# ---------------------------------------- PPO pieces
 def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
     """Generalized advantage estimation over a [T, N] rollout. dones[t] = the episode ended at step t; a
     truncated step has gamma * V(final observation) already added to its reward, so every end cuts here."""
@@ -578,18 +499,16 @@ def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
         raise UsageError(f"--minibatch-size must be positive, got {minibatch_size}")
     n = max(1, round(batch_size / minibatch_size))
     if batch_size % n:
-        raise UsageError(f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal "
-                         f"minibatches of about {minibatch_size}; change --num-envs, --num-steps or --minibatch-size")
+        split = f"does not split into {n} equal minibatches of about {minibatch_size}"
+        fix = "change --num-envs, --num-steps or --minibatch-size"
+        raise UsageError(f"a rollout of {batch_size} samples (num-envs x num-steps) {split}; {fix}")
     return n, batch_size // n
 
 
-# ----------------------------------------------------------------------------------------------------
-# Evaluation (SPEC section 5): sampled actions, same protocol and seeds for teacher and student
-# ----------------------------------------------------------------------------------------------------
-def evaluate(actor: Actor, env_id: str, env_config: dict, levels: str, episodes: int, seed: int, device,
-             num_envs: int = 10) -> tuple:
-    """Returns of `episodes` episodes on the 'test' or 'train' levels; each env plays a fixed quota, so short
-    episodes are not favoured."""
+# ---------------------------------------- Evaluation (SPEC section 5): sampled actions, same seeds for all
+def evaluate(actor: Actor, env_id: str, env_config: dict, levels: str, episodes: int, seed: int, device, num_envs=10):
+    """(returns, truncated) of `episodes` episodes on the 'test' or 'train' levels; each env plays a fixed quota,
+    so short episodes are not favoured."""
     num_envs = min(num_envs, episodes)
     envs = make_envs(env_id, num_envs, seed, env_config, levels)
     quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
@@ -615,19 +534,15 @@ def evaluate(actor: Actor, env_id: str, env_config: dict, levels: str, episodes:
 
 
 def eval_summary(returns: list, truncated: int) -> dict:
-    """eval.json's numbers; truncated_episodes: episodes cut by a time limit (MuJoCo: its 1000 steps, the normal end of
-    an episode without a fall; Atari: --eval-max-frames) rather than ended by the env."""
-    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "episodes": len(returns), "truncated_episodes": truncated, "returns": returns}
+    """eval.json's numbers; truncated_episodes: episodes cut by a time limit rather than ended by the env."""
+    summary = {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "episodes": len(returns)}
+    return summary | {"truncated_episodes": truncated, "returns": returns}
 
 
-# ----------------------------------------------------------------------------------------------------
-# Run folders
-# ----------------------------------------------------------------------------------------------------
-STRUCTURAL = ("env_id", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size", "procgen_num_levels",
-              "procgen_start_level", "procgen_distribution_mode")
-STRUCTURAL += ("teacher", "distill_coef", "kl_direction", "teacher_noise_std", "teacher_weight",  # PPD
-               "distill_coef_schedule", "teacher_return")  # PPD
+# ---------------------------------------- Run folders
+STRUCTURAL = ("env_id", "student_arch", "seed", "num_envs", "num_steps", "minibatch_size", *ENV_DEFAULTS)
+STRUCTURAL += ("teacher", "distill_coef", "kl_direction", "teacher_noise_std", "teacher_weight")  # PPD
+STRUCTURAL += ("distill_coef_schedule", "teacher_return")  # PPD
 
 
 def prepare_run(args: Args, default_name: str):
@@ -637,17 +552,21 @@ def prepare_run(args: Args, default_name: str):
         path = os.path.join(run_dir, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
-            raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
+            why = "holds a finished model without training state; resume from a run's checkpoint.pt"
+            raise UsageError(f"'{path}' {why}")
         if isinstance(state["args"].get("teacher"), str):  # a run from before several teachers  # PPD
             state["args"]["teacher"] = (state["args"]["teacher"],)  # PPD
-        changed = [k for k in STRUCTURAL if k in state["args"] and state["args"][k] != getattr(args, k)]  # flags newer than the run: as it ran
+        # flags newer than the run are taken as it ran
+        changed = [k for k in STRUCTURAL if k in state["args"] and state["args"][k] != getattr(args, k)]
         if changed:
-            raise UsageError(f"--resume: these flags differ from the interrupted run: "
-                             + ", ".join(f"--{k.replace('_', '-')} {state['args'][k]!r} (now {getattr(args, k)!r})" for k in changed)
-                             + "; resume with the run's original flags")
+            flags = [f"--{k.replace('_', '-')} {state['args'][k]!r} (now {getattr(args, k)!r})" for k in changed]
+            flags = f"these flags differ from the interrupted run: {', '.join(flags)}"
+            raise UsageError(f"--resume: {flags}; resume with the run's original flags")
         batch = args.num_envs * args.num_steps
-        if state["global_step"] >= (args.total_timesteps // batch) * batch and os.path.exists(os.path.join(run_dir, "model.pt")):
-            raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; raise --total-timesteps to continue it")
+        done = state["global_step"] >= (args.total_timesteps // batch) * batch
+        if done and os.path.exists(os.path.join(run_dir, "model.pt")):
+            reached = f"the run at {run_dir} already reached {state['global_step']} steps"
+            raise UsageError(f"{reached}; raise --total-timesteps to continue it")
         return run_dir, state
     run_dir = os.path.join(args.output_dir, args.run_name or default_name)
     if os.path.exists(run_dir):
@@ -655,7 +574,8 @@ def prepare_run(args: Args, default_name: str):
     try:
         os.makedirs(args.output_dir, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); pass a writable --output-dir")
+        why = f"cannot create output folder '{args.output_dir}' ({e.strerror})"
+        raise UsageError(f"{why}; pass a writable --output-dir")
     if not os.access(args.output_dir, os.W_OK):
         raise UsageError(f"output folder '{args.output_dir}' is not writable; pass a writable --output-dir")
     os.makedirs(run_dir)
@@ -668,7 +588,8 @@ def main(args: Args) -> dict:
         check_ranges(args, FLAG_RANGES)
         if args.distill_coef < 0:  # PPD
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
-        args.teacher = (args.teacher,) if isinstance(args.teacher, str) else (tuple(args.teacher) or (DEFAULT_TEACHER,))  # PPD
+        args.teacher = (args.teacher,) if isinstance(args.teacher, str) else tuple(args.teacher)  # PPD
+        args.teacher = args.teacher or (DEFAULT_TEACHER,)  # PPD
         args.teacher_weight = teacher_weights(args.teacher_weight, len(args.teacher))  # normalized, sum 1  # PPD
         if args.teacher_return is not None and not math.isfinite(args.teacher_return):  # PPD
             raise UsageError(f"--teacher-return must be a finite number, got {args.teacher_return}")  # PPD
@@ -678,24 +599,26 @@ def main(args: Args) -> dict:
         teacher_ckpts = [load_checkpoint(args.teacher[0], env_id=args.env_id)]  # the first sets the game  # PPD
         args.env_id = args.env_id or teacher_ckpts[0]["env_id"]  # PPD
         teacher_ckpts += [load_checkpoint(path, env_id=args.env_id) for path in args.teacher[1:]]  # PPD
+        args.env_id = args.env_id or "procgen:coinrun"
         check_env_id(args.env_id)
-        env_config = {"procgen_num_levels": args.procgen_num_levels, "procgen_start_level": args.procgen_start_level,
-                      "procgen_distribution_mode": args.procgen_distribution_mode}
-        given = {k: v for k, v in env_config.items() if v is not None}  # PPD
+        given = {k: getattr(args, k) for k in ENV_DEFAULTS if getattr(args, k) is not None}
+        env_config = ENV_DEFAULTS | given
         env_config = teacher_ckpts[0]["env_config"]  # the env as the teacher saw it (its levels, difficulty)  # PPD
         if any(env_config[k] != v for k, v in given.items()):  # PPD
             raise UsageError(f"the level flags ({given}) differ from the teacher's levels; leave them out")  # PPD
         levels = ("procgen_start_level", "procgen_num_levels", "procgen_distribution_mode")  # PPD
+        first = [env_config[k] for k in levels]  # PPD
         for path, ckpt in zip(args.teacher[1:], teacher_ckpts[1:]):  # the test levels are unseen by every one  # PPD
-            if [ckpt["env_config"][k] for k in levels] != [env_config[k] for k in levels]:  # PPD
-                raise UsageError(f"teacher '{path}' was trained on levels {[ckpt['env_config'][k] for k in levels]} (start, "  # PPD
-                                 f"count, mode), the first teacher on {[env_config[k] for k in levels]}; give teachers "  # PPD
-                                 "trained on the same levels")  # PPD
+            if [ckpt["env_config"][k] for k in levels] != first:  # PPD
+                trained = f"teacher '{path}' was trained on levels {[ckpt['env_config'][k] for k in levels]}"  # PPD
+                same = f"the first teacher on {first}; give teachers trained on the same levels"  # PPD
+                raise UsageError(f"{trained} (start, count, mode), {same}")  # PPD
         if env_config["procgen_num_levels"] == 0:  # procgen's 0 means every level, none left for testing  # PPD
-            raise UsageError(f"teacher '{args.teacher[0]}' was trained on all levels (num_levels 0): there are no unseen levels to evaluate on")  # PPD
+            all_levels = f"teacher '{args.teacher[0]}' was trained on all levels (num_levels 0)"  # PPD
+            raise UsageError(f"{all_levels}: there are no unseen levels to evaluate on")  # PPD
         if args.total_timesteps < args.num_envs * args.num_steps:
-            raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
-                             f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
+            rollout = f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)"
+            raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout {rollout}")
         num_minibatches, minibatch_size = minibatch_split(args.num_envs * args.num_steps, args.minibatch_size)
         envs = make_envs(args.env_id, args.num_envs, args.seed, env_config)
         for path in args.teacher:  # PPD
@@ -709,6 +632,9 @@ def main(args: Args) -> dict:
     obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
+    def run_eval(actor: Actor, levels: str, episodes: int = args.eval_episodes) -> dict:
+        return eval_summary(*evaluate(actor, args.env_id, env_config, levels, episodes, args.seed + 10_000, device))
+
     # the teachers are built before seeding, so that the student's initialization matches plain PPO's  # PPD
     teachers = [agent_from_checkpoint(ckpt) for ckpt in teacher_ckpts]  # PPD
     # frozen; channels_last halves the CNN's forward time on a CPU (measured; on a GPU left as it is)  # PPD
@@ -718,17 +644,16 @@ def main(args: Args) -> dict:
             add_teacher_noise(teacher, args.teacher_noise_std, args.seed + 1000 * k)  # PPD
         teacher.to(device, memory_format=teacher_format).eval().requires_grad_(False)  # PPD
     teacher_weight = torch.tensor(args.teacher_weight, device=device)  # w_k  # PPD
-    # R_teacher of the adaptive lambda (on the training levels, where the student's return is measured): flag, else as  # PPD
-    # the interrupted run had it, else the checkpoint's, else measured  # PPD
+    # R_teacher of the adaptive lambda (training levels, where the student's return is measured): the flag, else  # PPD
+    # the interrupted run's, else the checkpoint's evaluation (not of a noisy teacher), else measured here  # PPD
     teacher_return = args.teacher_return if args.distill_coef_schedule == "adaptive" else None  # PPD
     if args.distill_coef_schedule == "adaptive" and teacher_return is None:  # PPD
         teacher_return = (resume_state or {}).get("train_state", {}).get("teacher_return")  # PPD
-        if teacher_return is None and args.teacher_noise_std == 0:  # a noisy teacher's return is unknown  # PPD
+        if teacher_return is None and args.teacher_noise_std == 0:  # PPD
             teacher_return = ((teacher_ckpts[0].get("eval") or {}).get("train_levels") or {}).get("mean_return")  # PPD
         if teacher_return is None:  # PPD
             print("measuring the teacher's return for the adaptive lambda (10 episodes)", flush=True)  # PPD
-            teacher_return = eval_summary(*evaluate(teachers[0].actor, args.env_id, env_config, "train",  # PPD
-                                                    min(10, args.eval_episodes), args.seed + 10_000, device))["mean_return"]  # PPD
+            teacher_return = run_eval(teachers[0].actor, "train", min(10, args.eval_episodes))["mean_return"]  # PPD
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -761,12 +686,13 @@ def main(args: Args) -> dict:
     if args.track:
         import wandb
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
-                   name=os.path.basename(run_dir), sync_tensorboard=True, save_code=True)
+        run = dict(name=os.path.basename(run_dir), sync_tensorboard=True, save_code=True)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), **run)
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resume_state is not None else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
 
     # SLURM sends SIGTERM before it kills a job, a user presses Ctrl-C: finish the update, write a checkpoint, exit
     stop = {"signal": None}
@@ -775,7 +701,8 @@ def main(args: Args) -> dict:
         if signum == signal.SIGINT and stop["signal"] == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once (see the end of this file)
         if signum == signal.SIGINT:
-            print("\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again stops at once)", file=sys.stderr)
+            then = "then writing a checkpoint (Ctrl-C again stops at once)"
+            print(f"\nCtrl-C: finishing this update, {then}", file=sys.stderr)
         stop.update(signal=signum)
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -783,23 +710,20 @@ def main(args: Args) -> dict:
 
     def save_checkpoint(iteration: int) -> None:
         state = model_dict(agent, args, obs_shape, action_space, env_config, global_step)
-        np_state = np.random.get_state()
-        state["train_state"] = {"optimizer": optimizer.state_dict(), "return_rms": return_rms.state_dict(),
-                                "iteration": iteration, "torch_rng": torch.get_rng_state(),
-                                "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
-                                "python_rng": random.getstate(), "envs": envs.get_state(raw_obs),
-                                "discounted_return": torch.from_numpy(discounted_return.copy()),
-                                "recent_returns": list(recent_returns)}
-        state["train_state"]["teacher_return"] = teacher_return  # R_teacher of the adaptive lambda  # PPD
-        atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
+        np_rng = tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np.random.get_state())
+        ts = {"optimizer": optimizer.state_dict(), "return_rms": return_rms.state_dict(), "iteration": iteration}
+        ts.update(torch_rng=torch.get_rng_state(), numpy_rng=np_rng, python_rng=random.getstate())
+        ts.update(envs=envs.get_state(raw_obs), discounted_return=torch.from_numpy(discounted_return.copy()))
+        ts["recent_returns"] = list(recent_returns)
+        ts["teacher_return"] = teacher_return  # R_teacher of the adaptive lambda  # PPD
+        atomic_save(state | {"train_state": ts}, os.path.join(run_dir, "checkpoint.pt"))
 
-    # ALGO Logic: storage setup (frames stay uint8 on the device; the networks convert each batch they see)
-    obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.uint8, device=device)
-    actions = torch.zeros((args.num_steps, args.num_envs) + action_space.shape, device=device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    dones = torch.zeros((args.num_steps, args.num_envs), device=device)
-    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    # storage: frames stay uint8 on the device; the networks convert each batch they see
+    T, N = args.num_steps, args.num_envs
+    obs = torch.zeros((T, N) + obs_shape, dtype=torch.uint8, device=device)
+    actions = torch.zeros((T, N) + action_space.shape, device=device)
+    logprobs, rewards = torch.zeros((T, N), device=device), torch.zeros((T, N), device=device)
+    dones, values = torch.zeros((T, N), device=device), torch.zeros((T, N), device=device)
 
     # a resumed run continues the very episodes it was in (procgen's own state of each env, saved in the checkpoint)
     raw_obs, _ = envs.reset()
@@ -807,14 +731,15 @@ def main(args: Args) -> dict:
         raw_obs = envs.set_state(saved_envs)
     next_obs = torch.as_tensor(raw_obs, device=device)
     start_time, start_step = time.time(), global_step
-    progress = tqdm(total=args.total_timesteps, initial=global_step, unit="step", dynamic_ncols=True,
-                    mininterval=1 if sys.stderr.isatty() else 30, desc=os.path.basename(run_dir))
+    bar = dict(unit="step", dynamic_ncols=True, mininterval=1 if sys.stderr.isatty() else 30)
+    progress = tqdm(total=args.total_timesteps, initial=global_step, desc=os.path.basename(run_dir), **bar)
     iteration = start_iteration - 1
     for iteration in range(start_iteration, num_iterations + 1):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
-        distill_coef = distill_coef_at(args.distill_coef_schedule, args.distill_coef, global_step, args.total_timesteps,  # PPD
-                                       float(np.mean(recent_returns)) if recent_returns else None, teacher_return)  # PPD
+        student_return = float(np.mean(recent_returns)) if recent_returns else None  # PPD
+        schedule = (args.distill_coef_schedule, args.distill_coef, global_step, args.total_timesteps)  # PPD
+        distill_coef = distill_coef_at(*schedule, student_return, teacher_return)  # PPD
 
         # ---- rollout: the student acts (student-driven distillation)
         agent.eval()
@@ -825,20 +750,14 @@ def main(args: Args) -> dict:
                 action, logprob, _, value, _ = agent.get_action_and_value(next_obs)
             values[step], actions[step], logprobs[step] = value, action, logprob
             raw_obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
-            done = np.logical_or(terminated, truncated)
+            done = np.logical_or(terminated, truncated)  # procgen never truncates: no cut episode to bootstrap
             if args.norm_reward:  # scale by the running std of the discounted return (SB3's VecNormalize)
                 discounted_return = discounted_return * args.gamma + reward
                 return_rms.update(discounted_return)
                 reward = np.clip(reward / np.sqrt(return_rms.var + 1e-8), -10, 10)
                 discounted_return[done] = 0.0
-            reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
-            # a time-limit truncation is not a termination: bootstrap from the value of the final observation
-            truncated_only = truncated & ~terminated & info.get("_final_obs", np.zeros_like(truncated))
-            if truncated_only.any():
-                final_obs = np.stack(info["final_obs"][truncated_only])
-                with torch.no_grad():
-                    reward[truncated_only] += args.gamma * agent.get_value(torch.as_tensor(final_obs, device=device))
-            rewards[step], dones[step] = reward, torch.as_tensor(done, dtype=torch.float32, device=device)
+            rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            dones[step] = torch.as_tensor(done, dtype=torch.float32, device=device)
             next_obs = torch.as_tensor(raw_obs, device=device)
             for i in np.flatnonzero(info.get("_episode", [])):
                 recent_returns = (recent_returns + [float(info["episode"]["r"][i])])[-20:]
@@ -847,7 +766,8 @@ def main(args: Args) -> dict:
 
         # ---- advantages (GAE)
         with torch.no_grad():
-            advantages, returns = compute_gae(rewards, values, dones, agent.get_value(next_obs), args.gamma, args.gae_lambda)
+            next_value = agent.get_value(next_obs)
+        advantages, returns = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
 
         # ---- PPD update
         agent.train()
@@ -856,8 +776,8 @@ def main(args: Args) -> dict:
         b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
         # a teacher depends only on the states: one forward per rollout and teacher, in minibatch-sized chunks  # PPD
         with torch.no_grad():  # PPD
-            b_teacher_logits = [torch.cat([teacher.actor(x).logits for x in b_obs.split(minibatch_size)])  # PPD
-                                for teacher in teachers]  # PPD
+            chunks = b_obs.split(minibatch_size)  # PPD
+            b_teacher_logits = [torch.cat([t.actor(x).logits for x in chunks]) for t in teachers]  # PPD
         clipfracs = []
         kls, agreements, teacher_kls = [], [], []  # PPD
         for epoch in range(args.update_epochs):
@@ -875,12 +795,13 @@ def main(args: Args) -> dict:
                 if args.norm_adv:
                     mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
                 # PPO-clip objective (Schulman et al. 2017, Eq. 7), as a loss
-                pg_loss = torch.max(-mb_advantages * ratio,
-                                    -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
+                clipped_ratio = torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = torch.max(-mb_advantages * ratio, -mb_advantages * clipped_ratio).mean()
                 v_loss = ((newvalue - b_returns[mb_inds]) ** 2).mean()  # c_v * (V - R)^2, as SB3 (CleanRL halves it)
                 entropy_loss = entropy.mean()
                 mb_teacher_logits = [logits[mb_inds] for logits in b_teacher_logits]  # PPD
-                kl_per_teacher = torch.stack([kl_divergence(t, dist.logits, args.kl_direction) for t in mb_teacher_logits])  # PPD
+                kl_per_teacher = [kl_divergence(t, dist.logits, args.kl_direction) for t in mb_teacher_logits]  # PPD
+                kl_per_teacher = torch.stack(kl_per_teacher)  # PPD
                 # several teachers: sum_k w_k KL_k * max(ratio, 1 - eps) = (sum_k w_k KL_k) * max(ratio, 1 - eps)  # PPD
                 kl = (teacher_weight[:, None] * kl_per_teacher).sum(0)  # PPD
                 # paper Eq. 2: the KL is weighted by max(ratio, 1 - eps), PPO's clip on the lower side only  # PPD
@@ -898,39 +819,37 @@ def main(args: Args) -> dict:
                     kls.append(kl.mean().item())  # PPD
                     teacher_kls.append(kl_per_teacher.mean(1))  # kept on the device, read once per update  # PPD
                     # fraction of states where both pick the same greedy action (first teacher)  # PPD
-                    agreements.append((dist.logits.argmax(-1) == mb_teacher_logits[0].argmax(-1)).float().mean().item())  # PPD
+                    same = dist.logits.argmax(-1) == mb_teacher_logits[0].argmax(-1)  # PPD
+                    agreements.append(same.float().mean().item())  # PPD
 
+        # ---- logging
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
         sps = int((global_step - start_step) / (time.time() - start_time))
-        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
-        writer.add_scalar("losses/explained_variance", explained_var, global_step)
-        writer.add_scalar("losses/distill_loss", distill_loss.item(), global_step)  # PPD
-        writer.add_scalar("distill/kl", np.mean(kls), global_step)  # PPD
-        for k, teacher_kl in enumerate(torch.stack(teacher_kls).mean(0).tolist()):  # PPD
-            writer.add_scalar(f"distill/kl_teacher{k}", teacher_kl, global_step)  # PPD
-        writer.add_scalar("distill/lambda", distill_coef, global_step)  # PPD
-        writer.add_scalar("distill/greedy_agreement", np.mean(agreements), global_step)  # PPD
-        writer.add_scalar("charts/SPS", sps, global_step)
+        stats = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/value_loss": v_loss.item()}
+        stats |= {"losses/policy_loss": pg_loss.item(), "losses/entropy": entropy_loss.item()}
+        stats |= {"losses/old_approx_kl": old_approx_kl.item(), "losses/approx_kl": approx_kl.item()}
+        stats |= {"losses/clipfrac": np.mean(clipfracs), "losses/explained_variance": explained_var}
+        stats |= {"losses/distill_loss": distill_loss.item(), "distill/kl": np.mean(kls)}  # PPD
+        stats |= {f"distill/kl_teacher{k}": v for k, v in enumerate(torch.stack(teacher_kls).mean(0).tolist())}  # PPD
+        stats |= {"distill/lambda": distill_coef, "distill/greedy_agreement": np.mean(agreements)}  # PPD
+        stats["charts/SPS"] = sps
+        for tag, value in stats.items():
+            writer.add_scalar(tag, value, global_step)
         progress.update(batch_size)
         postfix = {"sps": sps, "ret": f"{np.mean(recent_returns):.1f}" if recent_returns else "-"}
         postfix.update(kl=f"{np.mean(kls):.3f}", lam=f"{distill_coef:.3g}")  # PPD
         progress.set_postfix(postfix, refresh=False)
 
-        if stop["signal"] is not None or (args.checkpoint_every and global_step // args.checkpoint_every
-                                          > (global_step - batch_size) // args.checkpoint_every):
+        # ---- checkpoint, and a clean stop on SIGTERM / Ctrl-C
+        every = args.checkpoint_every
+        if stop["signal"] is not None or (every and global_step // every > (global_step - batch_size) // every):
             save_checkpoint(iteration)
         if stop["signal"] is not None:
             writer.close()
-            print(f"\nstopped by signal {stop['signal']} at step {global_step}; checkpoint written, continue with "
-                  f"--resume {run_dir}", file=sys.stderr)
+            stopped = f"stopped by signal {stop['signal']} at step {global_step}; checkpoint written"
+            print(f"\n{stopped}, continue with --resume {run_dir}", file=sys.stderr)
             sys.exit(128 + stop["signal"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -940,54 +859,53 @@ def main(args: Args) -> dict:
 
     # ---- final evaluation (SPEC section 5): student and teacher, sampled actions, same protocol and seeds,
     # on unseen levels (generalization, the paper's Table 1) and on the training levels (its Table 8)
-    clean_teachers = [agent_from_checkpoint(ckpt).to(device) for ckpt in teacher_ckpts] if args.teacher_noise_std > 0 else None  # PPD
-    evaluation = {"env_id": args.env_id, "method": "ppo", "student_arch": args.student_arch, "global_step": global_step,
-                  "deterministic": False, "seed": args.seed, "env_config": env_config}
-    evaluation.update({"method": "ppd" if args.distill_coef > 0 else "ppo", "distill_coef": args.distill_coef,  # PPD
-                       "teacher_checkpoint": args.teacher[0], "teacher_noise_std": args.teacher_noise_std,  # PPD
-                       "teacher_checkpoints": list(args.teacher), "teacher_weights": list(args.teacher_weight),  # PPD
-                       "distill_coef_schedule": args.distill_coef_schedule,  # PPD
-                       "teacher_reference_return": teacher_return})  # R_teacher of an adaptive lambda  # PPD
-
-    def run_eval(actor: Actor, levels: str) -> dict:
-        return eval_summary(*evaluate(actor, args.env_id, env_config, levels, args.eval_episodes, args.seed + 10_000, device))
-
+    clean_teachers = None  # PPD
+    if args.teacher_noise_std > 0:  # the uncorrupted teachers too, the reference of the paper's Table 2  # PPD
+        clean_teachers = [agent_from_checkpoint(ckpt).to(device) for ckpt in teacher_ckpts]  # PPD
+    evaluation = {"env_id": args.env_id, "method": "ppo", "student_arch": args.student_arch, "global_step": global_step}
+    evaluation.update(deterministic=False, seed=args.seed, env_config=env_config)
+    evaluation.update(method="ppd" if args.distill_coef > 0 else "ppo", distill_coef=args.distill_coef)  # PPD
+    evaluation.update(teacher_checkpoint=args.teacher[0], teacher_noise_std=args.teacher_noise_std)  # PPD
+    evaluation.update(teacher_checkpoints=list(args.teacher), teacher_weights=list(args.teacher_weight))  # PPD
+    evaluation["distill_coef_schedule"] = args.distill_coef_schedule  # PPD
+    evaluation["teacher_reference_return"] = teacher_return  # R_teacher of an adaptive lambda  # PPD
     for levels in ("test", "train"):
         start_level, num_levels = level_range(env_config, levels)
-        block = {"start_level": start_level, "num_levels": num_levels,
-                 "student": run_eval(agent.actor, levels)}
+        block = {"start_level": start_level, "num_levels": num_levels, "student": run_eval(agent.actor, levels)}
         block["teachers"] = [run_eval(teacher.actor, levels) for teacher in teachers]  # PPD
         block["teacher"] = block["teachers"][0]  # "teacher" and fraction_of_teacher: the first teacher's  # PPD
-        if clean_teachers is not None:  # the uncorrupted teachers too, the reference of the paper's Table 2  # PPD
+        if clean_teachers is not None:  # PPD
             block["teachers_clean"] = [run_eval(teacher.actor, levels) for teacher in clean_teachers]  # PPD
             block["teacher_clean"] = block["teachers_clean"][0]  # PPD
         teacher_score = block["teacher"]["mean_return"]  # PPD
-        block["fraction_of_teacher"] = (block["student"]["mean_return"] / teacher_score  # PPD
-                                        if teacher_score != 0 else None)  # PPD
+        fraction = block["student"]["mean_return"] / teacher_score if teacher_score != 0 else None  # PPD
+        block["fraction_of_teacher"] = fraction  # PPD
         evaluation[f"{levels}_levels"] = block
     evaluation["command"] = " ".join(["python"] + sys.argv)
 
     student_eval = evaluation["test_levels"]["student"]
-    model_eval = {"env_id": args.env_id, "arch": args.student_arch, "seed": args.seed, "global_step": global_step,
-                  "deterministic": False, **student_eval, "train_levels": evaluation["train_levels"]["student"]}  # a teacher's layout
-    atomic_save(model_dict(agent, args, obs_shape, action_space, env_config, global_step, model_eval),
-                os.path.join(run_dir, "model.pt"))
+    model_eval = {"env_id": args.env_id, "arch": args.student_arch, "seed": args.seed, "global_step": global_step}
+    model_eval.update(deterministic=False, **student_eval, train_levels=evaluation["train_levels"]["student"])
+    model = model_dict(agent, args, obs_shape, action_space, env_config, global_step, model_eval)
+    atomic_save(model, os.path.join(run_dir, "model.pt"))
     atomic_save(evaluation, os.path.join(run_dir, "eval.json"), as_json=True)
     writer.add_scalar("eval/student_mean_return", student_eval["mean_return"], global_step)
     writer.close()
+
+    def row(name: str, s: dict) -> str:
+        return f"    {name}: {s['mean_return']:9.2f} +- {s['std_return']:.2f}"
+
     print(f"\n{args.env_id}, {args.eval_episodes} episodes per level set, sampled actions:")
     for levels in ("test", "train"):
         e = evaluation[f"{levels}_levels"]
         rows = [f"  {levels} levels [{e['start_level']}, {e['start_level'] + e['num_levels']}):"]
-        rows.append(f"    teacher{' (noisy)' if args.teacher_noise_std > 0 else ''}: "  # PPD
-                    f"{e['teacher']['mean_return']:9.2f} +- {e['teacher']['std_return']:.2f}")  # PPD
+        rows.append(row("teacher (noisy)" if args.teacher_noise_std > 0 else "teacher", e["teacher"]))  # PPD
         if clean_teachers is not None:  # PPD
-            rows.append(f"    teacher (without noise): {e['teacher_clean']['mean_return']:9.2f} +- "  # PPD
-                        f"{e['teacher_clean']['std_return']:.2f}")  # PPD
-        rows += [f"    teacher {k} (weight {w:.3g}): {t['mean_return']:9.2f} +- {t['std_return']:.2f}"  # PPD
-                 for k, (t, w) in enumerate(zip(e["teachers"], args.teacher_weight)) if len(teachers) > 1]  # PPD
-        student = e["student"]
-        rows.append(f"    student ({args.student_arch}): {student['mean_return']:9.2f} +- {student['std_return']:.2f}")
+            rows.append(row("teacher (without noise)", e["teacher_clean"]))  # PPD
+        for k, (t, w) in enumerate(zip(e["teachers"], args.teacher_weight)):  # PPD
+            if len(teachers) > 1:  # PPD
+                rows.append(row(f"teacher {k} (weight {w:.3g})", t))  # PPD
+        rows.append(row(f"student ({args.student_arch})", e["student"]))
         fraction = e["fraction_of_teacher"]  # PPD
         rows[-1] += f"   = {'n/a' if fraction is None else f'{fraction:.1%}'} of the teacher"  # PPD
         print("\n".join(rows))
