@@ -59,12 +59,15 @@ def video_problem(env_id: str, domain: str) -> Optional[str]:
     env, hook, sys.unraisablehook = None, sys.unraisablehook, lambda unraisable: None
     gc.collect()  # the half-made renderer goes now, without the tracebacks its destructors print at exit
     sys.unraisablehook = hook
-    return (f"{env_id} cannot render ({reason}); install its renderer (classic control: `pip install pygame`; "
-            "MuJoCo: EGL, `apt-get install libegl1`, or OSMesa, `apt-get install libosmesa6` and MUJOCO_GL=osmesa)")
+    return (
+        f"{env_id} cannot render ({reason}); install its renderer (classic control: `pip install pygame`; "
+        "MuJoCo: EGL, `apt-get install libegl1`, or OSMesa, `apt-get install libosmesa6` and MUJOCO_GL=osmesa)"
+    )
 
 
-def record_episode(actor, env_id: str, domain: str, env_config: dict, seed: int, device, obs_rms,
-                   seconds: float) -> tuple:
+def record_episode(
+    actor, env_id: str, domain: str, env_config: dict, seed: int, device, obs_rms, seconds: float
+) -> tuple:
     """Frames (uint8 [H, W, 3]) of the first `seconds` of one greedy episode in the unmodified env, every k-th step so
     that they play at about VIDEO_FPS; returns (frames, return over those steps, milliseconds per frame).
     Atari: the policy sees the usual 84x84 gray stack; the color screens come from a second env with the same seed,
@@ -92,8 +95,10 @@ def record_episode(actor, env_id: str, domain: str, env_config: dict, seed: int,
             obs, reward, _, _, info = env.step(action)
             rgb, screen_reward, _, _, screen_info = screen.step(action)
             if reward[0] != screen_reward[0] or info["lives"][0] != screen_info["lives"][0]:
-                print(f"warning: the video's screen env left the policy's game at step {t}; the clip ends there",
-                      file=sys.stderr)
+                print(
+                    f"warning: the video's screen env left the policy's game at step {t}; the clip ends there",
+                    file=sys.stderr,
+                )
                 break
             done = bool(info["_episode"][0])  # game over: rgb is already the next game's first screen
             total += float(reward[0])
@@ -127,8 +132,10 @@ def save_video(path: str, clips: list, ms_per_frame: float) -> None:
     clips = [(label, [scaled(f) for f in frames]) for label, frames in clips]
     images = []
     for t in range(max(len(frames) for _, frames in clips)):
-        row = [np.pad(frames[min(t, len(frames) - 1)], ((16, 0), (0, 4), (0, 0)), constant_values=255)
-               for _, frames in clips]
+        row = [
+            np.pad(frames[min(t, len(frames) - 1)], ((16, 0), (0, 4), (0, 0)), constant_values=255)
+            for _, frames in clips
+        ]
         image = Image.fromarray(np.concatenate(row, axis=1)[:, :-4])  # white label band on top, 4-pixel gaps
         x = 0
         for (label, _), column in zip(clips, row):
@@ -136,20 +143,28 @@ def save_video(path: str, clips: list, ms_per_frame: float) -> None:
             x += column.shape[1]
         images.append(image)
     tmp = f"{path}.tmp.{os.getpid()}"
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=max(20, round(ms_per_frame)),
-                   loop=0)
+    images[0].save(
+        tmp, format="GIF", save_all=True, append_images=images[1:], duration=max(20, round(ms_per_frame)), loop=0
+    )
     os.replace(tmp, path)
 
 
-def film(path: str, policies: list, env_id: str, domain: str, env_config: dict, seed: int, device,
-         seconds: float) -> dict:
+def film(
+    path: str, policies: list, env_id: str, domain: str, env_config: dict, seed: int, device, seconds: float
+) -> dict:
     """One greedy episode of each policy [(name, actor, obs_rms or None)] from env seed `seed`, side by side in the GIF
     at `path`; returns what eval.json records of it (file name, seconds, seed, each clip's return)."""
-    clips = [(name, *record_episode(actor, env_id, domain, env_config, seed, device, rms, seconds))
-             for name, actor, rms in policies]
+    clips = [
+        (name, *record_episode(actor, env_id, domain, env_config, seed, device, rms, seconds))
+        for name, actor, rms in policies
+    ]
     save_video(path, [(f"{name}: {ret:.0f}", frames) for name, frames, ret, _ in clips], clips[0][3])
-    return {"file": os.path.basename(path), "seconds": seconds, "seed": seed,
-            "clip_returns": {name: ret for name, _, ret, _ in clips}}
+    return {
+        "file": os.path.basename(path),
+        "seconds": seconds,
+        "seed": seed,
+        "clip_returns": {name: ret for name, _, ret, _ in clips},
+    }
 
 
 def policies_of(paths: list, with_teachers: bool = True) -> list:
@@ -161,12 +176,22 @@ def policies_of(paths: list, with_teachers: bool = True) -> list:
         teachers = [teachers] if isinstance(teachers, str) else list(teachers or [])
         for k, teacher in enumerate(teachers):
             if not os.path.exists(teacher):
-                raise CannotFilm(f"'{path}' was distilled from '{teacher}', which is not here; pass the teacher's "
-                                 "model.pt before it and --no-teachers")
+                raise CannotFilm(
+                    f"'{path}' was distilled from '{teacher}', which is not here; pass the teacher's "
+                    "model.pt before it and --no-teachers"
+                )
             out.append((f"teacher{'' if len(teachers) == 1 else f' {k}'}", lib.load_checkpoint(teacher)))
         arch = ckpt.get("arch") or ckpt.get("args", {}).get("student_arch")
-        out.append((f"student ({arch})" if teachers else os.path.basename(os.path.dirname(os.path.abspath(path)))
-                    if os.path.basename(path) == "model.pt" else os.path.basename(path), ckpt))
+        out.append(
+            (
+                f"student ({arch})"
+                if teachers
+                else os.path.basename(os.path.dirname(os.path.abspath(path)))
+                if os.path.basename(path) == "model.pt"
+                else os.path.basename(path),
+                ckpt,
+            )
+        )
     policies = []
     for name, ckpt in out:
         rms = ckpt.get("obs_rms") and lib.RunningMeanStd(tuple(ckpt["obs_shape"])).load_state_dict(ckpt["obs_rms"])
@@ -175,12 +200,17 @@ def policies_of(paths: list, with_teachers: bool = True) -> list:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m ppd_tools.video", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ppd_tools.video", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoints", nargs="+", help="model.pt files of these scripts (teachers or students)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each clip, in seconds of the env's time")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="env seed (default: the first checkpoint's evaluation seed, its --seed + 10000)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="env seed (default: the first checkpoint's evaluation seed, its --seed + 10000)",
+    )
     parser.add_argument("--output", default=None, help="the GIF (default: video.gif next to the last checkpoint)")
     parser.add_argument("--no-teachers", action="store_true", help="film only the given checkpoints")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
@@ -194,16 +224,25 @@ def main(argv=None) -> dict:
         policies = policies_of(args.checkpoints, with_teachers=not args.no_teachers)
         envs = {(ckpt["env_id"], ckpt["domain"]) for _, _, _, ckpt in policies}
         if len(envs) > 1:
-            raise CannotFilm(f"the checkpoints play different envs ({', '.join(sorted(e for e, _ in envs))}); "
-                             "film one env at a time")
+            raise CannotFilm(
+                f"the checkpoints play different envs ({', '.join(sorted(e for e, _ in envs))}); film one env at a time"
+            )
         (env_id, domain), first = envs.pop(), policies[0][3]
         if problem := video_problem(env_id, domain):
             raise CannotFilm(problem)
     except (CannotFilm, lib.UsageError) as e:
         lib.fail(str(e))
     seed = args.seed if args.seed is not None else first.get("args", {}).get("seed", 1) + 10_000
-    video = film(output, [(name, actor, rms) for name, actor, rms, _ in policies], env_id, domain,
-                 first.get("env_config", {}), seed, "cpu", args.seconds)
+    video = film(
+        output,
+        [(name, actor, rms) for name, actor, rms, _ in policies],
+        env_id,
+        domain,
+        first.get("env_config", {}),
+        seed,
+        "cpu",
+        args.seconds,
+    )
     print(f"{output}: " + ", ".join(f"{name} {ret:.0f}" for name, ret in video["clip_returns"].items()))
     return video
 
