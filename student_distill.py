@@ -1,18 +1,13 @@
 """Student-distill (paper Algorithm 2), a baseline of Proximal Policy Distillation (Spigler, TMLR 2025).
 
-On-policy distillation without PPO, in all three domains: the STUDENT acts, and after every short rollout (5 steps
-per env) it takes ONE gradient step on the whole rollout towards a frozen teacher:
+On-policy distillation without PPO: the STUDENT acts, and after every short rollout (5 steps per env) it takes ONE
+gradient step on the whole rollout towards a frozen teacher:
 
     L = KL(pi_teacher || pi_student) - alpha * H(pi_student) + c_v * (V_student(s) - V_teacher(s))^2
 
-No rewards are used for learning (episode returns are only logged): the critic is regressed to the teacher's
-critic. The KL is analytic over the whole action distribution (Categorical, or diagonal Gaussian summed over
-action dimensions), and the teacher's outputs are computed once per rollout without gradients.
-
-Env and domain come from the teacher checkpoint: MLP (any flat-Box gymnasium env; the teacher's frozen observation
-normalization is applied to what both networks see), Atari (frame skip as the teacher's) or Procgen (the teacher's
-training levels; evaluated on unseen levels and on the training levels). The student is saved in the teacher
-checkpoint format, so it can be the next teacher.
+No rewards are used for learning (returns are only logged); the teacher's outputs are computed once per rollout,
+without gradients. Env and domain (MLP, Atari, Procgen) come from the teacher checkpoint; the student is saved in
+the teacher's format, so it can be the next teacher.
 
     python student_distill.py --teacher teachers/CartPole-v1.pt --total-timesteps 50000
 """
@@ -54,79 +49,47 @@ class Args:
     KL(teacher || student) - alpha * entropy + c_v * (V_student - V_teacher)^2."""
 
     # General settings
-    teacher: str = "teachers/Hopper-v5.pt"
-    """teacher checkpoint (a model.pt of train_teacher.py or of these scripts); it decides the env and domain"""
-    env_id: Optional[str] = None
-    """env id (default: the teacher's; if given it must be the teacher's)"""
-    torso_mass_scale: Optional[float] = None
-    """MuJoCo training envs only: multiply the torso's mass by this (default: the teacher's setting)"""
-    mass_randomization: Optional[float] = None
-    """MuJoCo training envs only: per episode, scale the other bodies' masses by U(1-x, 1+x) (default: the teacher's)"""
-    student_arch: Literal["smaller", "same", "larger"] = "same"
-    """student network size (paper Table 4): MLP 128-64 / 256-256 / 512-512; CNN Nature / IMPALA 16,32,32 / 32,64,64"""
-    exp_name: str = "student-distill"
-    """name of the experiment, part of the default run name"""
-    seed: int = 1
-    """seed of torch, numpy, random and the environments"""
-    torch_deterministic: bool = True
-    """sets `torch.backends.cudnn.deterministic`"""
-    cuda: bool = True
-    """use CUDA when it is available (`--no-cuda` forces the CPU)"""
-    track: bool = False
-    """also log to Weights & Biases (imported only then)"""
-    wandb_project_name: str = "ppd"
-    """Weights & Biases project"""
-    wandb_entity: Optional[str] = None
-    """Weights & Biases entity (team)"""
-    output_dir: str = "runs"
-    """folder that holds the run folders"""
-    run_name: Optional[str] = None
-    """run folder under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`); never overwritten"""
-    checkpoint_every: int = 100_000
-    """write `checkpoint.pt` (atomically) every this many environment steps; 0 writes it only at the end"""
-    restart_games_at_checkpoint: bool = True
-    """Atari: restart every game right after each periodic checkpoint, so that a resumed run goes on exactly"""
-    resume: Optional[str] = None
-    """continue the run of this `checkpoint.pt` (or run folder), with the same flags (`--total-timesteps` may grow)"""
-    eval_episodes: Optional[int] = None
-    """episodes of the final evaluation, for the student and the teacher (default 50, 200 for Procgen)"""
-    eval_max_frames: int = 108_000
-    """Atari: an evaluation game is cut after this many emulator frames (eval.json: truncated_episodes)"""
-    capture_video: bool = False
-    """write `video.gif` next to eval.json: one greedy episode of the teacher and the student, side by side"""
-    video_seconds: float = 10.0
-    """length of each clip of --capture-video, in seconds of the env's time (at most one episode)"""
+    teacher: str = "teachers/Hopper-v5.pt"  # teacher checkpoint (a model.pt of these scripts): it sets env and domain
+    env_id: Optional[str] = None  # env id (default: the teacher's; if given it must be the teacher's)
+    torso_mass_scale: Optional[float] = None  # MuJoCo training envs: scale the torso's mass (default: the teacher's)
+    mass_randomization: Optional[float] = None  # MuJoCo training envs: masses x U(1-x, 1+x) (default: the teacher's)
+    student_arch: Literal["smaller", "same", "larger"] = "same"  # student network size (paper Table 4)
+    exp_name: str = "student-distill"  # name of the experiment, part of the default run name
+    seed: int = 1  # seed of torch, numpy, random and the environments
+    torch_deterministic: bool = True  # sets `torch.backends.cudnn.deterministic`
+    cuda: bool = True  # use CUDA when it is available (`--no-cuda` forces the CPU)
+    track: bool = False  # also log to Weights & Biases (imported only then)
+    wandb_project_name: str = "ppd"  # Weights & Biases project
+    wandb_entity: Optional[str] = None  # Weights & Biases entity (team)
+    output_dir: str = "runs"  # folder that holds the run folders
+    run_name: Optional[str] = None  # run folder (default `<env>__<exp-name>__<seed>__<time>`); never overwritten
+    checkpoint_every: int = 100_000  # write `checkpoint.pt` every this many steps; 0: only at the end
+    restart_games_at_checkpoint: bool = True  # Atari: restart the games after each checkpoint, so resume is exact
+    resume: Optional[str] = None  # continue the run of this `checkpoint.pt` (or run folder), with the same flags
+    eval_episodes: Optional[int] = None  # final evaluation episodes per policy (default 50, 200 for Procgen)
+    eval_max_frames: int = 108_000  # Atari: cut an evaluation game after this many emulator frames
+    capture_video: bool = False  # write `video.gif`: a greedy episode of the teacher and the student, side by side
+    video_seconds: float = 10.0  # length of each clip of --capture-video, in seconds of env time
 
     # Algorithm settings (paper A.3)
-    kl_direction: Literal["forward", "reverse"] = "forward"
-    """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""
-    teacher_noise_std: float = 0.0
-    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter (paper: 0.05)"""
-    total_timesteps: int = 2_000_000
-    """environment steps to train"""
-    learning_rate: float = 3e-4
-    """Adam learning rate"""
-    num_envs: int = 18
-    """parallel environments"""
-    num_steps: int = 5
-    """steps per environment per rollout; each rollout gives one gradient step"""
-    ent_coef: float = 0.0
-    """entropy coefficient alpha"""
-    vf_coef: float = 0.5
-    """weight c_v of the critic's squared error to the teacher's value"""
-    max_grad_norm: float = 0.5
-    """gradient clipping norm"""
-    adam_eps: float = 1e-5
-    """Adam epsilon"""
+    kl_direction: Literal["forward", "reverse"] = "forward"  # forward: KL(teacher || student), the paper's; or reverse
+    teacher_noise_std: float = 0.0  # imperfect teacher (paper Table 2): N(0, std^2) noise on its parameters
+    total_timesteps: int = 2_000_000  # environment steps to train
+    learning_rate: float = 3e-4  # Adam learning rate
+    num_envs: int = 18  # parallel environments
+    num_steps: int = 5  # steps per environment per rollout; each rollout gives one gradient step
+    ent_coef: float = 0.0  # entropy coefficient alpha
+    vf_coef: float = 0.5  # weight c_v of the critic's squared error to the teacher's value
+    max_grad_norm: float = 0.5  # gradient clipping norm
+    adam_eps: float = 1e-5  # Adam epsilon
 
 
 # the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
 FLAG_RANGES = {"seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1", "eval_max_frames": ">= 1"}
 FLAG_RANGES.update({"video_seconds": "> 0", "torso_mass_scale": "> 0", "mass_randomization": "in [0, 1)"})
 FLAG_RANGES.update({"teacher_noise_std": ">= 0", "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1"})
-FLAG_RANGES.update(
-    {"num_steps": ">= 1", "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0"}
-)
+FLAG_RANGES.update({"num_steps": ">= 1", "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0"})
+FLAG_RANGES["adam_eps"] = ">= 0"
 
 
 class UsageError(Exception):
@@ -197,9 +160,7 @@ def check_env_id(env_id: str) -> None:
 
 
 class MassRandomization(gym.Wrapper):
-    """The seed report's domain-randomized Hopper (any MuJoCo env with a 'torso' body): the torso's mass times
-    `torso_scale` for good (0.7: the 'source' env), and at every reset every other body's mass times
-    U(1 - spread, 1 + spread) of its nominal value (Tobin et al. 2017), drawn from the env's own seeded RNG."""
+    """Torso mass x torso_scale; at every reset, the other masses x U(1 - spread, 1 + spread) (Tobin et al. 2017)."""
 
     def __init__(self, env: gym.Env, torso_scale: float, spread: float):
         super().__init__(env)
@@ -251,8 +212,7 @@ def make_mlp_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: 
 
 
 def make_envs(env_id, domain, env_config, num_envs, seed, evaluation=False, procgen_levels=None, max_frames=108_000):
-    """Vector env of the domain, all with one interface: reset(seed), step(actions), full-game episode statistics in
-    info['episode'] / info['_episode']. env_config: the teacher's (frame skip, levels; MLP: the training masses)."""
+    """Vector env of the domain: reset(seed), step(actions), full-game episode statistics in info['episode']."""
     get = env_config.get
     if domain == "mlp":  # evaluation: always the unmodified env
         mass = (1.0, 0.0) if evaluation else (get("torso_mass_scale", 1.0), get("mass_randomization", 0.0))
@@ -271,10 +231,7 @@ def time_limit_of(env: gym.Env):
 
 
 def env_state(envs, raw_obs: np.ndarray):
-    """What a resumed run needs to take the very steps the uninterrupted run would have taken: per env its physics
-    (MuJoCo's integration state and body masses, or a classic-control `state`), RNG and time-limit counter, the
-    episode statistics and the last observations; Procgen: ProcgenVecEnv.get_state. None where it is not reachable
-    (Atari: the resumed run starts new games seeded by the step, see --restart-games-at-checkpoint)."""
+    """Per env physics, RNG and time-limit counter, so that a resumed run takes the very same steps (Atari: None)."""
     if isinstance(envs, ProcgenVecEnv):
         return envs.get_state(raw_obs)
     if isinstance(envs, AtariEnvs):
@@ -282,10 +239,9 @@ def env_state(envs, raw_obs: np.ndarray):
     per_env = []
     for env in envs.unwrapped.envs:
         core, time_limit = env.unwrapped, time_limit_of(env)
-        state = {
-            "rng": core.np_random.bit_generator.state,
-            "elapsed_steps": getattr(time_limit, "_elapsed_steps", None),
-        }
+        steps = getattr(time_limit, "_elapsed_steps", None)
+        state = {"rng": core.np_random.bit_generator.state, "elapsed_steps": steps}
+
         if hasattr(core, "model") and hasattr(core, "data"):  # MuJoCo
             import mujoco
 
@@ -326,10 +282,7 @@ def set_env_state(envs, saved: dict) -> np.ndarray:
 
 
 class AtariEnvs:
-    """AtariVectorEnv plus what it does not give directly: a training episode that ends at a life loss while the game
-    goes on, and full-game episode statistics. SAME_STEP autoreset: a GAME that ends (game over, or the frame cap) is
-    reset within the step, obs[i] being the new game's first frame. With life_loss_info=False the ALE's terminated
-    means exactly "game over"; a life loss is detected here as a drop of info["lives"], and does NOT reset the game."""
+    """AtariVectorEnv (a game that ends is reset within the step), plus life-loss episode ends and full-game stats."""
 
     def __init__(
         self, game, num_envs, seed, frame_skip, repeat_action_probability, eval_mode, screen=False, max_frames=108_000
@@ -356,8 +309,8 @@ class AtariEnvs:
             seed, self.seed = self.seed, None
         obs, info = self.env.reset(seed=seed)  # env i is seeded with seed + i (None: random)
         self.lives = info["lives"].copy()
-        self.ep_return[:] = 0.0
-        self.ep_length[:] = 0
+        self.ep_return[:], self.ep_length[:] = 0.0, 0
+
         return obs, {"lives": info["lives"]}
 
     def step(self, actions):
@@ -380,17 +333,13 @@ class AtariEnvs:
 
 
 def make_atari_envs(env_id, num_envs, seed, frame_skip=4, eval_mode=False, screen=False, max_frames=108_000):
-    """Atari with the usual DQN/PPO preprocessing (84x84 gray, 4-frame stack, noop-30 reset, max-pool over skipped
-    frames, 108k-frame limit, minimal action set); eval_mode: full games. Sticky actions: 0.0 for '...NoFrameskip-v4'
-    ids, 0.25 for 'ALE/...-v5' ids. screen=True: the same games as the full 210x160 color screen (videos)."""
+    """The usual DQN/PPO preprocessing; eval_mode: full games; sticky actions for 'ALE/...-v5' ids; screen: videos."""
     sticky = 0.25 if env_id.endswith("-v5") else 0.0
     return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode, screen, max_frames)
 
 
 class ProcgenVecEnv:
-    """Gymnasium-style vector adapter around procgen.ProcgenGym3Env (gym3 act/observe API): after act(a_t), observe()
-    returns (r_t, o_{t+1}, first); first[i] means o_{t+1} is the first frame of a new episode (env i's previous one
-    ended at this step; it resets itself). Seeded only at construction."""
+    """Gymnasium-style vector adapter of ProcgenGym3Env: after act(a_t), observe() gives (r_t, o_{t+1}, first)."""
 
     def __init__(self, env_name, num_envs, seed, num_levels=200, start_level=0, distribution_mode="easy"):
         from procgen import ProcgenGym3Env  # lazy: importing procgen imports the old `gym` (prints a notice)
@@ -403,8 +352,8 @@ class ProcgenVecEnv:
         self.ep_return, self.ep_length = np.zeros(num_envs, dtype=np.float64), np.zeros(num_envs, dtype=np.int64)
 
     @staticmethod
-    def _to_chw(ob):
-        return np.ascontiguousarray(ob["rgb"].transpose(0, 3, 1, 2))  # [N,64,64,3] -> [N,3,64,64] uint8
+    def _to_chw(ob):  # [N,64,64,3] -> [N,3,64,64] uint8
+        return np.ascontiguousarray(ob["rgb"].transpose(0, 3, 1, 2))
 
     def reset(self, seed: int | None = None):
         _, ob, _ = self.env.observe()  # `seed` is ignored: seeded at construction
@@ -421,9 +370,7 @@ class ProcgenVecEnv:
         return self._to_chw(ob), reward.astype(np.float32), first.copy(), no, info
 
     def get_state(self, raw_obs: np.ndarray) -> dict:
-        """What a resumed run needs to go on with the very same steps: each env's procgen state (its game, level and
-        the RNG of the next levels, procgen's own serialization), the episode counters and the last observations;
-        uint8 tensors and plain types only, so that the checkpoint loads with torch.load(weights_only=True)."""
+        """Each env's procgen state, the episode counters and the last observations, as tensors (weights_only)."""
         saved = {"procgen": [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()]}
         saved["episode_returns"] = torch.from_numpy(self.ep_return.copy())
         saved["episode_lengths"] = torch.from_numpy(self.ep_length.copy())
@@ -435,10 +382,8 @@ class ProcgenVecEnv:
         if len(saved["procgen"]) != self.num_envs:
             raise ValueError(f"saved state holds {len(saved['procgen'])} envs, this vector env has {self.num_envs}")
         self.env.set_state([t.numpy().tobytes() for t in saved["procgen"]])
-        self.ep_return, self.ep_length = (
-            saved["episode_returns"].numpy().copy(),
-            saved["episode_lengths"].numpy().copy(),
-        )
+        self.ep_return = saved["episode_returns"].numpy().copy()
+        self.ep_length = saved["episode_lengths"].numpy().copy()
         return saved["raw_obs"].numpy().copy()
 
     def close(self):
@@ -446,8 +391,7 @@ class ProcgenVecEnv:
 
 
 class RunningMeanStd:
-    """Observation statistics of the teacher (SB3's VecNormalize layout), frozen: loaded, never updated. Clip and
-    epsilon are SB3's defaults unless the checkpoint holds others (an imported teacher's)."""
+    """The teacher's observation statistics (SB3's VecNormalize layout), frozen: loaded, never updated."""
 
     def __init__(self, shape=()):
         self.mean, self.var, self.count = np.zeros(shape, np.float64), np.ones(shape, np.float64), 1e-4
@@ -522,8 +466,7 @@ class ResidualBlock(nn.Module):
 
 
 class ImpalaCNN(nn.Module):
-    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3 -> maxpool 3 s2 p1 -> 2 residual blocks;
-    after the stages: flatten -> ReLU -> fc -> ReLU -> head."""
+    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3, maxpool 3 s2, 2 residual blocks; then ReLU, fc, ReLU."""
 
     def __init__(self, in_channels, out_dim, channels=(16, 32, 32), fc=256, in_hw=84, head_std=0.01):
         super().__init__()
@@ -551,8 +494,7 @@ def make_body(domain: str, config: dict, obs_shape: tuple, out_dim: int, head_st
 
 
 class Actor(nn.Module):
-    """pi(a|s): Categorical over logits, or a diagonal Gaussian with a state-independent log-std (actions are
-    clipped only when sent to the env)."""
+    """pi(a|s): Categorical over logits, or a diagonal Gaussian with a state-independent log-std."""
 
     def __init__(self, body: nn.Module, action_space: gym.Space):
         super().__init__()
@@ -592,9 +534,7 @@ def dist_params(dist) -> tuple:
 
 
 def kl_divergence(teacher: tuple, student: tuple, direction: str = "forward") -> torch.Tensor:
-    """Analytic KL over the whole action distribution, per state: KL(teacher || student) for 'forward',
-    KL(student || teacher) for 'reverse'. Categorical: (logits,); diagonal Gaussian: (mean, log_std), summed
-    over action dimensions."""
+    """Analytic KL per state: KL(teacher || student) ('forward') or KL(student || teacher), from dist_params."""
     p, q = (teacher, student) if direction == "forward" else (student, teacher)
     if len(p) == 1:
         log_p, log_q = torch.log_softmax(p[0], -1), torch.log_softmax(q[0], -1)
@@ -613,9 +553,7 @@ def add_teacher_noise(agent: nn.Module, std: float, seed: int) -> None:
 
 
 def distill_update(agent: Agent, optimizer, b_obs, b_teacher: tuple, b_teacher_value, args: Args) -> dict:
-    """One gradient step on the whole rollout towards the frozen teacher, whose outputs on b_obs (b_teacher:
-    (logits,) or (mean, log_std); b_teacher_value: V_teacher) were computed without gradients. Returns the logs;
-    raises NonFiniteLoss, leaving the parameters untouched, if the loss or its gradient is not finite."""
+    """One gradient step on the rollout towards the teacher's outputs; NonFiniteLoss leaves the parameters untouched."""
     dist = agent.actor(b_obs)
     kl = kl_divergence(b_teacher, dist_params(dist), args.kl_direction)
     entropy = dist.entropy().mean()
@@ -685,9 +623,8 @@ def load_checkpoint(path: str, env_id: Optional[str] = None) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, ...
         why = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
-        raise UsageError(
-            f"cannot read checkpoint '{path}' ({why}); it is truncated or not a checkpoint, train or copy it again"
-        )
+        hint = "it is truncated or not a checkpoint, train or copy it again"
+        raise UsageError(f"cannot read checkpoint '{path}' ({why}); {hint}")
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
         hint = "pass a model.pt written by train_teacher.py"
         raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); {hint}")
@@ -743,8 +680,7 @@ def evaluate(
     num_envs: int = 10,
     max_frames: int = 108_000,
 ) -> tuple:
-    """Returns of `episodes` full episodes, and how many were truncated; each env plays a fixed quota, so short
-    episodes are not favoured."""
+    """Returns of `episodes` full episodes, and how many were truncated; each env plays a fixed quota."""
     num_envs = min(num_envs, episodes)
     kw = dict(procgen_levels=procgen_levels, max_frames=max_frames)
     envs = make_envs(env_id, domain, env_config, num_envs, seed, evaluation=True, **kw)
@@ -775,8 +711,7 @@ def evaluate(
 
 
 def eval_summary(returns: list, truncated: int) -> dict:
-    """eval.json's numbers; truncated_episodes: episodes cut by a time limit (MuJoCo: its 1000 steps, the normal end of
-    an episode without a fall; Atari: --eval-max-frames) rather than ended by the env."""
+    """eval.json's numbers; truncated_episodes: episodes cut by a time limit rather than ended by the env."""
     summary = {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "episodes": len(returns)}
     return summary | {"truncated_episodes": truncated, "returns": returns}
 
@@ -806,20 +741,17 @@ def prepare_run(args: Args, default_name: str):
         path = os.path.join(run_dir, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
-            raise UsageError(
-                f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt"
-            )
+            hint = "resume from a run's checkpoint.pt"
+            raise UsageError(f"'{path}' holds a finished model without training state; {hint}")
         old = state["args"]  # flags newer than the run: as it ran
         changed = [k for k in STRUCTURAL if k in old and old[k] != getattr(args, k)]
         if changed:
             diffs = ", ".join(f"--{k.replace('_', '-')} {old[k]!r} (now {getattr(args, k)!r})" for k in changed)
-            raise UsageError(
-                f"--resume: these flags differ from the interrupted run: {diffs}; resume with the run's original flags"
-            )
+            hint = "resume with the run's original flags"
+            raise UsageError(f"--resume: these flags differ from the interrupted run: {diffs}; {hint}")
         batch = args.num_envs * args.num_steps
-        if state["global_step"] >= (args.total_timesteps // batch) * batch and os.path.exists(
-            os.path.join(run_dir, "model.pt")
-        ):
+        done = state["global_step"] >= (args.total_timesteps // batch) * batch
+        if done and os.path.exists(os.path.join(run_dir, "model.pt")):
             hint = "raise --total-timesteps to continue it"
             raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; {hint}")
         return run_dir, state
@@ -829,9 +761,8 @@ def prepare_run(args: Args, default_name: str):
     try:
         os.makedirs(args.output_dir, exist_ok=True)
     except OSError as e:
-        raise UsageError(
-            f"cannot create output folder '{args.output_dir}' ({e.strerror}); pass a writable --output-dir"
-        )
+        hint = "pass a writable --output-dir"
+        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); {hint}")
     if not os.access(args.output_dir, os.W_OK):
         raise UsageError(f"output folder '{args.output_dir}' is not writable; pass a writable --output-dir")
     os.makedirs(run_dir)
@@ -839,8 +770,8 @@ def prepare_run(args: Args, default_name: str):
 
 
 def check_args(args: Args) -> tuple:
-    """Everything that can be wrong with the input, checked before any training or writing; fills the flags left to
-    the teacher. Returns (teacher checkpoint, domain, env_config, training envs, run folder, state to resume)."""
+    """Every input check, before anything is written; returns (teacher, domain, env_config, envs, run_dir, state)."""
+
     check_ranges(args, FLAG_RANGES)
     if args.env_id is not None:
         check_env_id(args.env_id)  # a typo gets the closest known ids
@@ -958,9 +889,8 @@ def main(args: Args) -> dict:
 
     # a resumed run continues the very episodes it was in (MLP, Procgen; Atari: the new games, seeded by the step,
     # that the uninterrupted run started right after the checkpoint: --restart-games-at-checkpoint)
-    raw_obs, _ = envs.reset(
-        seed=args.seed if saved_envs is not None or resume_state is None else args.seed + global_step
-    )
+    fresh = saved_envs is None and resume_state is not None
+    raw_obs, _ = envs.reset(seed=args.seed + global_step if fresh else args.seed)
     if saved_envs is not None:
         raw_obs = set_env_state(envs, saved_envs)
     next_obs = prepare_obs(raw_obs)
@@ -1031,17 +961,8 @@ def main(args: Args) -> dict:
     deterministic = domain != "procgen"  # Procgen: stochastic actions, unseen test levels
 
     def run_eval(actor: Actor, procgen_levels=None) -> dict:
-        setup = (
-            args.env_id,
-            domain,
-            env_config,
-            args.eval_episodes,
-            args.seed + 10_000,
-            device,
-            obs_rms,
-            deterministic,
-        )
-        return eval_summary(*evaluate(actor, *setup, procgen_levels, max_frames=args.eval_max_frames))
+        setup = (args.env_id, domain, env_config, args.eval_episodes, args.seed + 10_000, device, obs_rms)
+        return eval_summary(*evaluate(actor, *setup, deterministic, procgen_levels, max_frames=args.eval_max_frames))
 
     levels = eval_levels(env_config) if domain == "procgen" else None
     student_eval, teacher_eval = run_eval(agent.actor, levels), run_eval(teacher.actor, levels)
