@@ -310,7 +310,6 @@ class AtariEnvs:
         obs, info = self.env.reset(seed=seed)  # env i is seeded with seed + i (None: random)
         self.lives = info["lives"].copy()
         self.ep_return[:], self.ep_length[:] = 0.0, 0
-
         return obs, {"lives": info["lives"]}
 
     def step(self, actions):
@@ -318,7 +317,7 @@ class AtariEnvs:
         reward = reward.astype(np.float32)  # ALE gives int32
         game_end = game_over | truncated  # these envs were reset by the ALE within this step
         lives = ale_info["lives"]
-        life_loss = (lives < self.lives) & ~game_end
+        life_loss = (lives < self.lives) & ~game_end  # the game goes on (life_loss_info=False: terminated = game over)
         self.lives = lives.copy()
         terminated = game_over if self.eval_mode else game_over | life_loss
         self.ep_return += reward  # full-game statistics (all lives), raw score, length in agent steps
