@@ -1,23 +1,19 @@
-"""Teacher-distill (paper Algorithm 3), a baseline of Proximal Policy Distillation (Spigler, TMLR 2025), all three domains.
+"""Teacher-distill (paper Algorithm 3), a baseline of Proximal Policy Distillation (Spigler, TMLR 2025).
 
 Distillation on the teacher's own trajectories: the TEACHER's sampled actions drive the environments, and after
 every short rollout (5 steps per env) the student takes ONE gradient step on the whole rollout:
 
     L = KL(pi_teacher || pi_student) - alpha * H(pi_student) + c_v * (V_student(s) - V_teacher(s))^2
 
-the same update as student_distill.py (Algorithm 2); only who acts differs. No rewards are used for learning: the
-critic is regressed to the teacher's critic. The KL is analytic over the whole action distribution (Categorical,
-or diagonal Gaussian summed over action dimensions); the teacher's forward that picks each action also gives the
-update's targets (no second teacher forward, no gradients through it).
+the same update as student_distill.py (Algorithm 2); only who acts differs. No rewards are used for learning; the
+teacher's forward that picks each action also gives the update's targets (no second forward, no gradients).
 
 NOTE: the training curve (`charts/episodic_return`, the progress bar's `ret`) shows the TEACHER's episodes, not the
 student's: it looks good from the start and says little about the student (the paper warns about this, Figure 8).
 The final evaluation (eval.json) always runs the student, beside the teacher.
 
-Env and domain come from the teacher checkpoint: MLP (any flat-Box gymnasium env; the teacher's frozen observation
-normalization is applied to what both networks see), Atari (frame skip as the teacher's) or Procgen (the teacher's
-training levels; evaluated on unseen levels and on the training levels). The student is saved in the teacher
-checkpoint format, so it can be the next teacher.
+Env and domain (MLP, Atari, Procgen) come from the teacher checkpoint; the student is saved in the teacher's format,
+so it can be the next teacher.
 
     python teacher_distill.py --teacher teachers/CartPole-v1.pt --total-timesteps 50000
 """
@@ -45,15 +41,16 @@ from tqdm import tqdm
 torch.distributions.Distribution.set_default_validate_args(False)
 
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
-ACTING_NOTE = ("teacher-distill: the teacher's sampled actions drive the environments, so charts/episodic_return and the "
-               "progress bar's `ret` are the TEACHER's episodes, not the student's; the final evaluation runs the student")
 
 # (random, human) scores of Badia et al. (2020) for human normalization, keyed by ale-py's game name (SPEC section 4)
-ATARI_RANDOM_HUMAN = {
-    "pong": (-20.7, 14.6), "freeway": (0.0, 29.6), "ms_pacman": (307.3, 6951.6), "qbert": (163.9, 13455.0),
-    "beam_rider": (363.9, 16926.5), "crazy_climber": (10780.5, 35829.4), "demon_attack": (152.1, 1971.0),
-    "enduro": (0.0, 860.5), "seaquest": (68.4, 42054.7), "zaxxon": (32.5, 9173.3), "atlantis": (12850.0, 29028.1),
-}
+ATARI_RANDOM_HUMAN = {"pong": (-20.7, 14.6), "freeway": (0.0, 29.6), "ms_pacman": (307.3, 6951.6)}
+ATARI_RANDOM_HUMAN.update(qbert=(163.9, 13455.0), beam_rider=(363.9, 16926.5), crazy_climber=(10780.5, 35829.4))
+ATARI_RANDOM_HUMAN.update(demon_attack=(152.1, 1971.0), enduro=(0.0, 860.5), seaquest=(68.4, 42054.7))
+ATARI_RANDOM_HUMAN.update(zaxxon=(32.5, 9173.3), atlantis=(12850.0, 29028.1))
+
+ACTING_NOTE = "teacher-distill: the teacher's sampled actions drive the environments, so charts/episodic_return"
+ACTING_NOTE += " and the progress bar's `ret` are the TEACHER's episodes, not the student's; the final evaluation"
+ACTING_NOTE += " runs the student"
 
 
 @dataclass
@@ -63,81 +60,47 @@ class Args:
     curve (charts/episodic_return) reports the TEACHER's episodes; the final evaluation runs the student."""
 
     # General settings
-    teacher: str = "teachers/Hopper-v5.pt"
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; it decides the env and domain; a Stable-Baselines3 `.zip` or CleanRL `.cleanrl_model` teacher is converted first by `python -m ppd_tools.convert_teacher`)"""
-    env_id: Optional[str] = None
-    """env id (default: the teacher's; if given it must be the teacher's)"""
-    torso_mass_scale: Optional[float] = None
-    """training envs only (MuJoCo): multiply the torso's mass by this (0.7: the seed report's 'source' Hopper); default: the teacher's setting; evaluation always uses the unmodified env"""
-    mass_randomization: Optional[float] = None
-    """training envs only (MuJoCo): at every episode scale every other body's mass by U(1-x, 1+x) (0.3: the seed report's domain randomization); default: the teacher's setting"""
-    student_arch: Literal["smaller", "same", "larger"] = "same"
-    """student network size (paper Table 4): MLP 128-64 / 256-256 / 512-512; CNN Nature-CNN / IMPALA 16,32,32 / IMPALA 32,64,64"""
-    exp_name: str = "teacher-distill"
-    """name of the experiment, part of the default run name"""
-    seed: int = 1
-    """seed of torch, numpy, random and the environments"""
-    torch_deterministic: bool = True
-    """sets `torch.backends.cudnn.deterministic`"""
-    cuda: bool = True
-    """use CUDA when it is available (`--no-cuda` forces the CPU)"""
-    track: bool = False
-    """also log to Weights & Biases (imported only then)"""
-    wandb_project_name: str = "ppd"
-    """Weights & Biases project"""
-    wandb_entity: Optional[str] = None
-    """Weights & Biases entity (team)"""
-    output_dir: str = "runs"
-    """folder that holds the run folders"""
-    run_name: Optional[str] = None
-    """run folder name under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`); an existing run folder is never overwritten"""
-    checkpoint_every: int = 100_000
-    """write `checkpoint.pt` (atomically) every this many environment steps; 0 writes it only at the end"""
-    restart_games_at_checkpoint: bool = True
-    """Atari: right after each periodic checkpoint, restart every game (seeded from --seed and the step), so that a run resumed from that checkpoint goes on exactly as the uninterrupted run (the ALE vector env cannot save its games; the cut episodes were bootstrapped at the rollout's end like time-limit truncations); `--no-restart-games-at-checkpoint` keeps the games going, and a resumed run then starts new ones"""
-    resume: Optional[str] = None
-    """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
-    eval_episodes: Optional[int] = None
-    """episodes of the final evaluation, for the student and for the teacher (same seeds; default 50, 200 for Procgen)"""
-    eval_max_frames: int = 108_000
-    """Atari: an evaluation game is cut after this many emulator frames (108k, 30 minutes of play, is the usual cap); eval.json counts the cut games as truncated_episodes"""
-    capture_video: bool = False
-    """after the evaluation, write `video.gif` next to eval.json: one greedy episode of the teacher and of the student, side by side (same env seed); MLP and Atari domains (Atari: the full color screen; classic-control envs need `pip install pygame`)"""
-    video_seconds: float = 10.0
-    """length of each clip of --capture-video, in seconds of the env's time (at most one episode)"""
+    teacher: str = "teachers/Hopper-v5.pt"  # teacher checkpoint (a model.pt of these scripts): it sets env and domain
+    env_id: Optional[str] = None  # env id (default: the teacher's; if given it must be the teacher's)
+    torso_mass_scale: Optional[float] = None  # MuJoCo training envs: scale the torso's mass (default: the teacher's)
+    mass_randomization: Optional[float] = None  # MuJoCo training envs: masses x U(1-x, 1+x) (default: the teacher's)
+    student_arch: Literal["smaller", "same", "larger"] = "same"  # student network size (paper Table 4)
+    exp_name: str = "teacher-distill"  # name of the experiment, part of the default run name
+    seed: int = 1  # seed of torch, numpy, random and the environments
+    torch_deterministic: bool = True  # sets `torch.backends.cudnn.deterministic`
+    cuda: bool = True  # use CUDA when it is available (`--no-cuda` forces the CPU)
+    track: bool = False  # also log to Weights & Biases (imported only then)
+    wandb_project_name: str = "ppd"  # Weights & Biases project
+    wandb_entity: Optional[str] = None  # Weights & Biases entity (team)
+    output_dir: str = "runs"  # folder that holds the run folders
+    run_name: Optional[str] = None  # run folder (default `<env>__<exp-name>__<seed>__<time>`); never overwritten
+    checkpoint_every: int = 100_000  # write `checkpoint.pt` every this many steps; 0: only at the end
+    restart_games_at_checkpoint: bool = True  # Atari: restart the games after each checkpoint, so resume is exact
+    resume: Optional[str] = None  # continue the run of this `checkpoint.pt` (or run folder), with the same flags
+    eval_episodes: Optional[int] = None  # final evaluation episodes per policy (default 50, 200 for Procgen)
+    eval_max_frames: int = 108_000  # Atari: cut an evaluation game after this many emulator frames
+    capture_video: bool = False  # write `video.gif`: a greedy episode of the teacher and the student, side by side
+    video_seconds: float = 10.0  # length of each clip of --capture-video, in seconds of env time
 
     # Algorithm settings (paper A.3)
-    kl_direction: Literal["forward", "reverse"] = "forward"
-    """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""
-    teacher_noise_std: float = 0.0
-    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (paper: 0.05)"""
-    total_timesteps: int = 2_000_000
-    """environment steps to train"""
-    learning_rate: float = 3e-4
-    """Adam learning rate"""
-    num_envs: int = 18
-    """parallel environments"""
-    num_steps: int = 5
-    """steps per environment per rollout; each rollout gives one gradient step"""
-    ent_coef: float = 0.0
-    """entropy coefficient alpha"""
-    vf_coef: float = 0.5
-    """weight c_v of the critic's squared error to the teacher's value"""
-    max_grad_norm: float = 0.5
-    """gradient clipping norm"""
-    adam_eps: float = 1e-5
-    """Adam epsilon"""
+    kl_direction: Literal["forward", "reverse"] = "forward"  # forward: KL(teacher || student), the paper's; or reverse
+    teacher_noise_std: float = 0.0  # imperfect teacher (paper Table 2): N(0, std^2) noise on its parameters
+    total_timesteps: int = 2_000_000  # environment steps to train
+    learning_rate: float = 3e-4  # Adam learning rate
+    num_envs: int = 18  # parallel environments
+    num_steps: int = 5  # steps per environment per rollout; each rollout gives one gradient step
+    ent_coef: float = 0.0  # entropy coefficient alpha
+    vf_coef: float = 0.5  # weight c_v of the critic's squared error to the teacher's value
+    max_grad_norm: float = 0.5  # gradient clipping norm
+    adam_eps: float = 1e-5  # Adam epsilon
 
 
 # the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
-FLAG_RANGES = {
-    "seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1", "eval_max_frames": ">= 1",
-    "video_seconds": "> 0",
-    "torso_mass_scale": "> 0", "mass_randomization": "in [0, 1)",
-    "teacher_noise_std": ">= 0",
-    "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1",
-    "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0",
-}
+FLAG_RANGES = {"seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1", "eval_max_frames": ">= 1"}
+FLAG_RANGES.update({"video_seconds": "> 0", "torso_mass_scale": "> 0", "mass_randomization": "in [0, 1)"})
+FLAG_RANGES.update({"teacher_noise_std": ">= 0", "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1"})
+FLAG_RANGES.update({"num_steps": ">= 1", "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0"})
+FLAG_RANGES["adam_eps"] = ">= 0"
 
 
 class UsageError(Exception):
@@ -145,7 +108,7 @@ class UsageError(Exception):
 
 
 class NonFiniteLoss(Exception):
-    """A NaN or inf in the loss or its gradient, raised before it reaches the parameters; the message names the terms."""
+    """A NaN or inf in the loss or its gradient, caught before the parameters change; the message names the terms."""
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -153,8 +116,8 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1,
-         "in [0, 1)": lambda v: 0 <= v < 1}
+RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0}
+RULES.update({"in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1})
 
 
 def check_ranges(args: Args, ranges: dict) -> None:
@@ -165,11 +128,9 @@ def check_ranges(args: Args, ranges: dict) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be {rule}, got {value}")
 
 
-# ----------------------------------------------------------------------------------------------------
-# Domains and environments (as in train_teacher.py; the env settings come from the teacher's checkpoint)
-# ----------------------------------------------------------------------------------------------------
-PROCGEN_GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball",
-                 "fruitbot", "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot")
+# ---- Domains and environments (as in train_teacher.py; the env settings come from the teacher's checkpoint)
+PROCGEN_GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot", "heist")
+PROCGEN_GAMES += ("jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot")
 
 
 def detect_domain(env_id: str) -> str:
@@ -193,29 +154,24 @@ def check_env_id(env_id: str) -> None:
     if domain == "procgen":
         game = env_id.split(":", 1)[1]
         if game not in PROCGEN_GAMES:
-            close = difflib.get_close_matches(game, PROCGEN_GAMES, n=3)
-            raise UsageError(f"unknown Procgen game '{game}'; try one of: "
-                             + ", ".join(f"procgen:{g}" for g in close or PROCGEN_GAMES[:4]))
+            close = difflib.get_close_matches(game, PROCGEN_GAMES, n=3) or PROCGEN_GAMES[:4]
+            raise UsageError(f"unknown Procgen game '{game}'; try one of: " + ", ".join(f"procgen:{g}" for g in close))
     elif domain == "atari":
         from ale_py.roms import get_all_rom_ids  # imported here: only the Atari domain needs ale-py
 
         roms = get_all_rom_ids()
         if atari_game(env_id) not in roms:
             close = difflib.get_close_matches(atari_game(env_id), roms, n=3)
-            names = ["".join(p.capitalize() for p in r.split("_")) + "NoFrameskip-v4" for r in close]
-            raise UsageError(f"unknown Atari game in '{env_id}'; closest known ids: {', '.join(names) or 'none'}")
-    else:
-        if env_id not in gym.registry:
-            close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.5)
-            raise UsageError(f"gymnasium does not know the env id '{env_id}'; closest known ids: "
-                             f"{', '.join(close) or 'none'} (Atari: <Game>NoFrameskip-v4, Procgen: procgen:<game>)")
+            names = ", ".join("".join(p.capitalize() for p in r.split("_")) + "NoFrameskip-v4" for r in close)
+            raise UsageError(f"unknown Atari game in '{env_id}'; closest known ids: {names or 'none'}")
+    elif env_id not in gym.registry:
+        close = ", ".join(difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.5))
+        hint = "(Atari: <Game>NoFrameskip-v4, Procgen: procgen:<game>)"
+        raise UsageError(f"gymnasium does not know the env id '{env_id}'; closest known ids: {close or 'none'} {hint}")
 
 
 class MassRandomization(gym.Wrapper):
-    """The seed report's domain-randomized Hopper (any MuJoCo env with a body named 'torso'): the torso's mass
-    multiplied by `torso_scale` for good (0.7: the 'source' env, the unmodified one being the 'target'), and at
-    every reset every other body's mass multiplied by U(1 - spread, 1 + spread) of its nominal value (uniform
-    domain randomization, Tobin et al. 2017), drawn from the env's own seeded RNG."""
+    """Torso mass x torso_scale; at every reset, the other masses x U(1 - spread, 1 + spread) (Tobin et al. 2017)."""
 
     def __init__(self, env: gym.Env, torso_scale: float, spread: float):
         super().__init__(env)
@@ -239,41 +195,44 @@ def check_mass_options(env_id: str, torso_scale: float, spread: float) -> None:
     if torso_scale == 1.0 and spread == 0.0:
         return
     if not 0 <= spread < 1 or torso_scale <= 0:
-        raise UsageError(f"--mass-randomization must be in [0, 1) and --torso-mass-scale > 0, got {spread} and {torso_scale}")
+        got = f"got {spread} and {torso_scale}"
+        raise UsageError(f"--mass-randomization must be in [0, 1) and --torso-mass-scale > 0, {got}")
     model = getattr(gym.make(env_id).unwrapped, "model", None)
     if model is None or "torso" not in [model.body(i).name for i in range(model.nbody)]:
-        raise UsageError(f"--torso-mass-scale and --mass-randomization need a MuJoCo env with a body named 'torso', "
-                         f"{env_id} has none; drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ...")
+        hint = "drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ..."
+        flags = "--torso-mass-scale and --mass-randomization need a MuJoCo env with a body named 'torso'"
+        raise UsageError(f"{flags}, {env_id} has none; {hint}")
 
 
 def make_mlp_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: float = 0.0) -> gym.vector.VectorEnv:
     """Flat-Box envs in one process (AsyncVectorEnv was never faster on 2 cores)."""
+
     def make_env():
         env = gym.make(env_id)
         return MassRandomization(env, torso_scale, spread) if torso_scale != 1.0 or spread > 0 else env
 
-    envs = gym.vector.SyncVectorEnv([make_env for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    envs = gym.vector.SyncVectorEnv([make_env for _ in range(num_envs)], autoreset_mode=same_step)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
-    if not isinstance(envs.single_observation_space, gym.spaces.Box) or len(envs.single_observation_space.shape) != 1:
-        raise UsageError(f"{env_id} has observation space {envs.single_observation_space}; the MLP domain needs a flat Box")
-    if not isinstance(envs.single_action_space, (gym.spaces.Box, gym.spaces.Discrete)):
-        raise UsageError(f"{env_id} has action space {envs.single_action_space}; only Box and Discrete are supported")
+    obs_space, act_space = envs.single_observation_space, envs.single_action_space
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise UsageError(f"{env_id} has observation space {obs_space}; the MLP domain needs a flat Box")
+    if not isinstance(act_space, (gym.spaces.Box, gym.spaces.Discrete)):
+        raise UsageError(f"{env_id} has action space {act_space}; only Box and Discrete are supported")
     return envs
 
 
-def make_envs(env_id: str, domain: str, env_config: dict, num_envs: int, seed: int, evaluation: bool = False,
-              procgen_levels=None, max_frames: int = 108_000):
-    """Vector env of the domain, all with the same interface: reset(seed) and step(actions) with full-game episode
-    statistics in info['episode'] / info['_episode']. env_config is the teacher checkpoint's (frame skip, levels;
-    MLP domain: the training envs' masses, with this run's flags)."""
+def make_envs(env_id, domain, env_config, num_envs, seed, evaluation=False, procgen_levels=None, max_frames=108_000):
+    """Vector env of the domain: reset(seed), step(actions), full-game episode statistics in info['episode']."""
+    get = env_config.get
     if domain == "mlp":  # evaluation: always the unmodified env
-        mass = (1.0, 0.0) if evaluation else (env_config.get("torso_mass_scale", 1.0), env_config.get("mass_randomization", 0.0))
+        mass = (1.0, 0.0) if evaluation else (get("torso_mass_scale", 1.0), get("mass_randomization", 0.0))
         return make_mlp_envs(env_id, num_envs, *mass)
     if domain == "atari":
-        return make_atari_envs(env_id, num_envs, seed, env_config.get("frame_skip", 4), evaluation, max_frames=max_frames)
-    start, count = procgen_levels or (env_config.get("procgen_start_level", 0), env_config.get("procgen_num_levels", 200))
-    return ProcgenVecEnv(env_id.split(":", 1)[1], num_envs, seed, count, start,
-                         env_config.get("procgen_distribution_mode", "easy"))
+        return make_atari_envs(env_id, num_envs, seed, get("frame_skip", 4), evaluation, max_frames=max_frames)
+    start, count = procgen_levels or (get("procgen_start_level", 0), get("procgen_num_levels", 200))
+    game, mode = env_id.split(":", 1)[1], get("procgen_distribution_mode", "easy")
+    return ProcgenVecEnv(game, num_envs, seed, count, start, mode)
 
 
 def time_limit_of(env: gym.Env):
@@ -283,12 +242,7 @@ def time_limit_of(env: gym.Env):
 
 
 def env_state(envs, raw_obs: np.ndarray):
-    """What a resumed run needs to take the very steps the uninterrupted run would have taken: per env its physics
-    (MuJoCo's integration state and body masses, or a classic-control env's `state`), RNG and time-limit counter,
-    the episode statistics and the last observations; for Procgen, procgen's own per-env state
-    (ProcgenVecEnv.get_state). None for an env whose state is not reachable (Atari: AtariVectorEnv exposes none;
-    the resumed run starts new games seeded by the step, which the uninterrupted run also did right after each
-    periodic checkpoint: --restart-games-at-checkpoint)."""
+    """Per env physics, RNG and time-limit counter, so that a resumed run takes the very same steps (Atari: None)."""
     if isinstance(envs, ProcgenVecEnv):
         return envs.get_state(raw_obs)
     if isinstance(envs, AtariEnvs):
@@ -296,8 +250,9 @@ def env_state(envs, raw_obs: np.ndarray):
     per_env = []
     for env in envs.unwrapped.envs:
         core, time_limit = env.unwrapped, time_limit_of(env)
-        state = {"rng": core.np_random.bit_generator.state,
-                 "elapsed_steps": getattr(time_limit, "_elapsed_steps", None)}
+        steps = getattr(time_limit, "_elapsed_steps", None)
+        state = {"rng": core.np_random.bit_generator.state, "elapsed_steps": steps}
+
         if hasattr(core, "model") and hasattr(core, "data"):  # MuJoCo
             import mujoco
 
@@ -309,9 +264,11 @@ def env_state(envs, raw_obs: np.ndarray):
         else:
             return None
         per_env.append(state)
-    return {"envs": per_env, "raw_obs": torch.from_numpy(raw_obs.copy()),
-            "episode_returns": torch.from_numpy(envs.episode_returns.copy()),
-            "episode_lengths": torch.from_numpy(envs.episode_lengths.copy()), "episode_count": int(envs.episode_count)}
+    saved = {"envs": per_env, "raw_obs": torch.from_numpy(raw_obs.copy())}
+    saved["episode_returns"] = torch.from_numpy(envs.episode_returns.copy())
+    saved["episode_lengths"] = torch.from_numpy(envs.episode_lengths.copy())
+    saved["episode_count"] = int(envs.episode_count)
+    return saved
 
 
 def set_env_state(envs, saved: dict) -> np.ndarray:
@@ -336,54 +293,34 @@ def set_env_state(envs, saved: dict) -> np.ndarray:
 
 
 class AtariEnvs:
-    """AtariVectorEnv plus the two things it does not give directly: the training episode ending at a
-    life loss while the game goes on, and full-game episode statistics.
+    """AtariVectorEnv (a game that ends is reset within the step), plus life-loss episode ends and full-game stats."""
 
-    AtariVectorEnv runs in SAME_STEP autoreset mode: when a GAME ends (game over, or 108k-frame truncation)
-    it is reset within the same step and obs[i] is the new game's first frame. Life loss: we run with
-    life_loss_info=False (so the ALE's terminated flag means exactly "game over") and detect a life loss
-    ourselves as a drop of info["lives"]; on a life loss the game is NOT reset.
-    """
-
-    def __init__(self, game: str, num_envs: int, seed: int, frame_skip: int, repeat_action_probability: float,
-                 eval_mode: bool, screen: bool = False, max_frames: int = 108_000):
+    def __init__(
+        self, game, num_envs, seed, frame_skip, repeat_action_probability, eval_mode, screen=False, max_frames=108_000
+    ):
         from ale_py.vector_env import AtariVectorEnv  # imported here: only the Atari domain needs ale-py
 
-        self.env = AtariVectorEnv(
-            game,
-            num_envs,
-            frameskip=frame_skip,
-            repeat_action_probability=repeat_action_probability,
-            full_action_space=False,
-            max_num_frames_per_episode=max_frames,  # counted in emulator frames
-            img_height=210 if screen else 84,  # screen: the full color frame, for videos
-            img_width=160 if screen else 84,
-            grayscale=not screen,
-            stack_num=1 if screen else 4,
-            maxpool=True,  # max over the last two skipped frames
-            noop_max=30,
-            use_fire_reset=True,  # FIRE after each game reset (games that have FIRE); not after a life loss
-            episodic_life=False,  # True would restart the whole game at every lost life: not what we want
-            life_loss_info=False,  # life loss detected below from info["lives"] (see class docstring)
-            reward_clipping=False,
-            autoreset_mode="SameStep",
-        )
+        # screen: the full color frame, for videos; max_frames counts emulator frames; maxpool: over the last 2 frames
+        size = dict(img_height=210, img_width=160) if screen else dict(img_height=84, img_width=84)
+        opts = dict(grayscale=not screen, stack_num=1 if screen else 4, maxpool=True, noop_max=30, **size)
+        # FIRE after each game reset, not after a life loss; episodic_life would restart the game at every lost life
+        opts.update(use_fire_reset=True, episodic_life=False, life_loss_info=False, reward_clipping=False)
+        opts.update(full_action_space=False, max_num_frames_per_episode=max_frames, autoreset_mode="SameStep")
+        p = repeat_action_probability
+        self.env = AtariVectorEnv(game, num_envs, frameskip=frame_skip, repeat_action_probability=p, **opts)
         self.seed = seed  # used by the first reset() if it gets no seed
-        self.eval_mode = eval_mode
-        self.num_envs = num_envs
-        self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8); screen: (1, 210, 160, 3)
+        self.eval_mode, self.num_envs = eval_mode, num_envs
+        self.single_observation_space = self.env.single_observation_space  # (4, 84, 84) uint8; screen: (1, 210, 160, 3)
         self.single_action_space = self.env.single_action_space  # Discrete(minimal action set)
         self.lives = np.zeros(num_envs, dtype=np.int32)
-        self.ep_return = np.zeros(num_envs, dtype=np.float64)
-        self.ep_length = np.zeros(num_envs, dtype=np.int64)
+        self.ep_return, self.ep_length = np.zeros(num_envs, dtype=np.float64), np.zeros(num_envs, dtype=np.int64)
 
     def reset(self, seed: int | None = None):
         if seed is None:
             seed, self.seed = self.seed, None
         obs, info = self.env.reset(seed=seed)  # env i is seeded with seed + i (None: random)
         self.lives = info["lives"].copy()
-        self.ep_return[:] = 0.0
-        self.ep_length[:] = 0
+        self.ep_return[:], self.ep_length[:] = 0.0, 0
         return obs, {"lives": info["lives"]}
 
     def step(self, actions):
@@ -391,53 +328,42 @@ class AtariEnvs:
         reward = reward.astype(np.float32)  # ALE gives int32
         game_end = game_over | truncated  # these envs were reset by the ALE within this step
         lives = ale_info["lives"]
-        life_loss = (lives < self.lives) & ~game_end
+        life_loss = (lives < self.lives) & ~game_end  # the game goes on (life_loss_info=False: terminated = game over)
         self.lives = lives.copy()
         terminated = game_over if self.eval_mode else game_over | life_loss
-        # full-game statistics (all lives), raw score, length in agent steps
-        self.ep_return += reward
+        self.ep_return += reward  # full-game statistics (all lives), raw score, length in agent steps
         self.ep_length += 1
-        info = {"lives": lives, "episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()}, "_episode": game_end}
-        self.ep_return[game_end] = 0.0
-        self.ep_length[game_end] = 0
+        stats = {"r": self.ep_return.copy(), "l": self.ep_length.copy()}
+        info = {"lives": lives, "episode": stats, "_episode": game_end}
+        self.ep_return[game_end], self.ep_length[game_end] = 0.0, 0
         return obs, reward, terminated, truncated, info
 
     def close(self):
         self.env.close()
 
 
-def make_atari_envs(env_id: str, num_envs: int, seed: int, frame_skip: int = 4, eval_mode: bool = False, screen: bool = False,
-                    max_frames: int = 108_000):
-    """Atari vector env with the usual DQN/PPO preprocessing (84x84 gray, 4-frame stack, noop-30 reset,
-    max-pool over skipped frames, 108k-frame limit, minimal action set). Evaluation (eval_mode=True): full games.
-    Sticky actions: 0.0 for '...NoFrameskip-v4' ids, 0.25 for 'ALE/...-v5' ids. screen=True: the same games, observed
-    as the full 210x160 color screen (videos)."""
+def make_atari_envs(env_id, num_envs, seed, frame_skip=4, eval_mode=False, screen=False, max_frames=108_000):
+    """The usual DQN/PPO preprocessing; eval_mode: full games; sticky actions for 'ALE/...-v5' ids; screen: videos."""
     sticky = 0.25 if env_id.endswith("-v5") else 0.0
     return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode, screen, max_frames)
 
 
 class ProcgenVecEnv:
-    """Gymnasium-style vector adapter around procgen.ProcgenGym3Env (gym3 act/observe API).
+    """Gymnasium-style vector adapter of ProcgenGym3Env: after act(a_t), observe() gives (r_t, o_{t+1}, first)."""
 
-    gym3 semantics: after act(a_t), observe() returns (r_t, o_{t+1}, first); first[i]=True means o_{t+1}
-    is the first frame of a new episode, i.e. env i's previous episode ended at this step (it resets
-    internally). Seeded only at construction."""
-
-    def __init__(self, env_name: str, num_envs: int, seed: int, num_levels: int = 200, start_level: int = 0,
-                 distribution_mode: str = "easy"):
+    def __init__(self, env_name, num_envs, seed, num_levels=200, start_level=0, distribution_mode="easy"):
         from procgen import ProcgenGym3Env  # lazy: importing procgen imports the old `gym` (prints a notice)
 
-        self.env = ProcgenGym3Env(num=num_envs, env_name=env_name, num_levels=num_levels,
-                                  start_level=start_level, distribution_mode=distribution_mode, rand_seed=seed)
+        levels = dict(num_levels=num_levels, start_level=start_level, distribution_mode=distribution_mode)
+        self.env = ProcgenGym3Env(num=num_envs, env_name=env_name, rand_seed=seed, **levels)
         self.num_envs = num_envs
         self.single_observation_space = gym.spaces.Box(0, 255, (3, 64, 64), np.uint8)
         self.single_action_space = gym.spaces.Discrete(self.env.ac_space.eltype.n)  # 15
-        self.ep_return = np.zeros(num_envs, dtype=np.float64)
-        self.ep_length = np.zeros(num_envs, dtype=np.int64)
+        self.ep_return, self.ep_length = np.zeros(num_envs, dtype=np.float64), np.zeros(num_envs, dtype=np.int64)
 
     @staticmethod
-    def _to_chw(ob):
-        return np.ascontiguousarray(ob["rgb"].transpose(0, 3, 1, 2))  # [N,64,64,3] -> [N,3,64,64] uint8
+    def _to_chw(ob):  # [N,64,64,3] -> [N,3,64,64] uint8
+        return np.ascontiguousarray(ob["rgb"].transpose(0, 3, 1, 2))
 
     def reset(self, seed: int | None = None):
         _, ob, _ = self.env.observe()  # `seed` is ignored: seeded at construction
@@ -450,25 +376,24 @@ class ProcgenVecEnv:
         self.ep_length += 1
         no = np.zeros(self.num_envs, dtype=bool)
         info = {"episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()}, "_episode": first.copy()}
-        self.ep_return[first] = 0.0
-        self.ep_length[first] = 0
+        self.ep_return[first], self.ep_length[first] = 0.0, 0
         return self._to_chw(ob), reward.astype(np.float32), first.copy(), no, info
 
     def get_state(self, raw_obs: np.ndarray) -> dict:
-        """What a resumed run needs to go on with the very same steps: each env's procgen state (its game, its level,
-        the RNG that draws the next levels; procgen's own serialization, checked to restore future observations,
-        rewards and episode ends exactly), this adapter's episode counters and the last observations. uint8 tensors
-        and plain types only, so that the checkpoint loads with torch.load(weights_only=True)."""
-        return {"procgen": [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()],
-                "episode_returns": torch.from_numpy(self.ep_return.copy()),
-                "episode_lengths": torch.from_numpy(self.ep_length.copy()), "raw_obs": torch.from_numpy(raw_obs.copy())}
+        """Each env's procgen state, the episode counters and the last observations, as tensors (weights_only)."""
+        saved = {"procgen": [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()]}
+        saved["episode_returns"] = torch.from_numpy(self.ep_return.copy())
+        saved["episode_lengths"] = torch.from_numpy(self.ep_length.copy())
+        saved["raw_obs"] = torch.from_numpy(raw_obs.copy())
+        return saved
 
     def set_state(self, saved: dict) -> np.ndarray:
-        """The inverse of get_state, on an env built with the run's original flags and seed; returns the last observations."""
+        """The inverse of get_state, on an env built with the run's flags and seed; returns the last observations."""
         if len(saved["procgen"]) != self.num_envs:
             raise ValueError(f"saved state holds {len(saved['procgen'])} envs, this vector env has {self.num_envs}")
         self.env.set_state([t.numpy().tobytes() for t in saved["procgen"]])
-        self.ep_return, self.ep_length = saved["episode_returns"].numpy().copy(), saved["episode_lengths"].numpy().copy()
+        self.ep_return = saved["episode_returns"].numpy().copy()
+        self.ep_length = saved["episode_lengths"].numpy().copy()
         return saved["raw_obs"].numpy().copy()
 
     def close(self):
@@ -476,9 +401,7 @@ class ProcgenVecEnv:
 
 
 class RunningMeanStd:
-    """Observation statistics of the teacher (SB3's VecNormalize layout), frozen: loaded, never updated. Clip and
-    epsilon are SB3's defaults unless the checkpoint holds others (an imported teacher: its VecNormalize's, or
-    epsilon 0 and no clip for one trained on raw observations)."""
+    """The teacher's observation statistics (SB3's VecNormalize layout), frozen: loaded, never updated."""
 
     def __init__(self, shape=()):
         self.mean, self.var, self.count = np.zeros(shape, np.float64), np.ones(shape, np.float64), 1e-4
@@ -500,15 +423,11 @@ class RunningMeanStd:
         return self
 
 
-# ----------------------------------------------------------------------------------------------------
-# Networks (paper Table 4): separate actor and critic of the same architecture
-# ----------------------------------------------------------------------------------------------------
-ARCHS = {
-    "mlp": {"smaller": {"hidden": [128, 64]}, "same": {"hidden": [256, 256]}, "larger": {"hidden": [512, 512]}},
-    "atari": {"smaller": {"cnn": "nature", "channels": [32, 32, 32], "fc": 128},
-              "same": {"cnn": "impala", "channels": [16, 32, 32], "fc": 256},
-              "larger": {"cnn": "impala", "channels": [32, 64, 64], "fc": 1024}},
-}
+# ---- Networks (paper Table 4): separate actor and critic of the same architecture
+ARCHS = {"mlp": {"smaller": {"hidden": [128, 64]}, "same": {"hidden": [256, 256]}, "larger": {"hidden": [512, 512]}}}
+ARCHS["atari"] = {"smaller": {"cnn": "nature", "channels": [32, 32, 32], "fc": 128}}
+ARCHS["atari"]["same"] = {"cnn": "impala", "channels": [16, 32, 32], "fc": 256}
+ARCHS["atari"]["larger"] = {"cnn": "impala", "channels": [32, 64, 64], "fc": 1024}
 ARCHS["procgen"] = ARCHS["atari"]
 
 
@@ -534,13 +453,9 @@ class NatureCNN(nn.Module):
 
     def __init__(self, in_channels, out_dim, fc=128, channels=(32, 32, 32), in_hw=84, head_std=0.01):
         super().__init__()
-        c1, c2, c3 = channels
-        self.convs = nn.Sequential(
-            layer_init(nn.Conv2d(in_channels, c1, 8, stride=4)), nn.ReLU(),
-            layer_init(nn.Conv2d(c1, c2, 4, stride=2)), nn.ReLU(),
-            layer_init(nn.Conv2d(c2, c3, 3, stride=1)), nn.ReLU(),
-            nn.Flatten(),
-        )
+        specs = zip((in_channels, *channels[:2]), channels, (8, 4, 3), (4, 2, 1))  # (in, out, kernel, stride)
+        layers = [m for i, o, k, s in specs for m in (layer_init(nn.Conv2d(i, o, k, stride=s)), nn.ReLU())]
+        self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():  # flattened size for this input size (7x7 at 84, 4x4 at 64)
             n_flat = self.convs(torch.zeros(1, in_channels, in_hw, in_hw)).shape[1]
         self.fc = nn.Sequential(layer_init(nn.Linear(n_flat, fc)), nn.ReLU())
@@ -561,19 +476,14 @@ class ResidualBlock(nn.Module):
 
 
 class ImpalaCNN(nn.Module):
-    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3 -> maxpool 3 s2 p1 -> 2 residual blocks;
-    after the stages: flatten -> ReLU -> fc -> ReLU -> head."""
+    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3, maxpool 3 s2, 2 residual blocks; then ReLU, fc, ReLU."""
 
     def __init__(self, in_channels, out_dim, channels=(16, 32, 32), fc=256, in_hw=84, head_std=0.01):
         super().__init__()
         layers, c_in = [], in_channels
         for c in channels:
-            layers += [
-                layer_init(nn.Conv2d(c_in, c, 3, padding=1)),
-                nn.MaxPool2d(3, stride=2, padding=1),
-                ResidualBlock(c),
-                ResidualBlock(c),
-            ]
+            conv = layer_init(nn.Conv2d(c_in, c, 3, padding=1))
+            layers += [conv, nn.MaxPool2d(3, stride=2, padding=1), ResidualBlock(c), ResidualBlock(c)]
             c_in = c
         self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():  # 84 -> 42 -> 21 -> 11;  64 -> 32 -> 16 -> 8
@@ -589,12 +499,12 @@ def make_body(domain: str, config: dict, obs_shape: tuple, out_dim: int, head_st
     if domain == "mlp":
         return mlp(int(np.prod(obs_shape)), config["hidden"], out_dim, head_std, config.get("activation", "relu"))
     cnn = NatureCNN if config["cnn"] == "nature" else ImpalaCNN
-    return cnn(obs_shape[0], out_dim, channels=tuple(config["channels"]), fc=config["fc"], in_hw=obs_shape[-1], head_std=head_std)
+    size = dict(channels=tuple(config["channels"]), fc=config["fc"], in_hw=obs_shape[-1])
+    return cnn(obs_shape[0], out_dim, **size, head_std=head_std)
 
 
 class Actor(nn.Module):
-    """pi(a|s): Categorical over logits, or a diagonal Gaussian with a state-independent log-std (actions are
-    clipped only when sent to the env)."""
+    """pi(a|s): Categorical over logits, or a diagonal Gaussian with a state-independent log-std."""
 
     def __init__(self, body: nn.Module, action_space: gym.Space):
         super().__init__()
@@ -625,9 +535,7 @@ def greedy_action(dist) -> torch.Tensor:
     return dist.base_dist.loc if isinstance(dist, Independent) else dist.probs.argmax(-1)
 
 
-# ----------------------------------------------------------------------------------------------------
-# ALGO LOGIC: the distillation step (paper Algorithm 3, step 5; the same as Algorithm 2's)
-# ----------------------------------------------------------------------------------------------------
+# ---- ALGO LOGIC: the distillation step (paper Algorithm 3, step 5; the same as Algorithm 2's)
 def dist_params(dist) -> tuple:
     """(logits,) of a Categorical or (mean, log_std) of a diagonal Gaussian: what the rollout stores of the teacher."""
     if isinstance(dist, Independent):
@@ -636,9 +544,7 @@ def dist_params(dist) -> tuple:
 
 
 def kl_divergence(teacher: tuple, student: tuple, direction: str = "forward") -> torch.Tensor:
-    """Analytic KL over the whole action distribution, per state: KL(teacher || student) for 'forward',
-    KL(student || teacher) for 'reverse'. Categorical: (logits,); diagonal Gaussian: (mean, log_std), summed
-    over action dimensions."""
+    """Analytic KL per state: KL(teacher || student) ('forward') or KL(student || teacher), from dist_params."""
     p, q = (teacher, student) if direction == "forward" else (student, teacher)
     if len(p) == 1:
         log_p, log_q = torch.log_softmax(p[0], -1), torch.log_softmax(q[0], -1)
@@ -656,15 +562,12 @@ def add_teacher_noise(agent: nn.Module, std: float, seed: int) -> None:
             p.add_(torch.randn(p.shape, generator=generator) * std)
 
 
-def distill_update(agent: Agent, optimizer: optim.Optimizer, b_obs: torch.Tensor, b_teacher: tuple,
-                   b_teacher_value: torch.Tensor, args: Args) -> dict:
-    """One gradient step on the whole rollout towards the frozen teacher, whose outputs on b_obs (b_teacher:
-    (logits,) or (mean, log_std); b_teacher_value: V_teacher) were computed without gradients. Returns the logs;
-    raises NonFiniteLoss, leaving the parameters untouched, if the loss or its gradient is not finite."""
+def distill_update(agent: Agent, optimizer, b_obs, b_teacher: tuple, b_teacher_value, args: Args) -> dict:
+    """One gradient step on the rollout towards the teacher's outputs; NonFiniteLoss leaves the parameters untouched."""
     dist = agent.actor(b_obs)
     kl = kl_divergence(b_teacher, dist_params(dist), args.kl_direction)
     entropy = dist.entropy().mean()
-    v_loss = ((agent.get_value(b_obs) - b_teacher_value) ** 2).mean()  # critic regressed to the teacher's; no 1/2, as the paper
+    v_loss = ((agent.get_value(b_obs) - b_teacher_value) ** 2).mean()  # to the teacher's critic; no 1/2, as the paper
     distill_loss = kl.mean()
     loss = distill_loss - args.ent_coef * entropy + args.vf_coef * v_loss
     optimizer.zero_grad()
@@ -672,20 +575,20 @@ def distill_update(agent: Agent, optimizer: optim.Optimizer, b_obs: torch.Tensor
     grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
     if not torch.isfinite(torch.stack([loss.detach(), grad_norm])).all():
         terms = {"distill_loss": distill_loss, "value_loss": v_loss, "entropy": entropy}
-        raise NonFiniteLoss(", ".join(name for name, value in terms.items() if not torch.isfinite(value).all()) or "gradient")
+        raise NonFiniteLoss(", ".join(k for k, v in terms.items() if not torch.isfinite(v).all()) or "gradient")
     optimizer.step()
     with torch.no_grad():  # how close the student's greedy policy is to the teacher's (before this step)
         if agent.actor.continuous:  # distance between the Gaussians' means
-            agreement = ("distill/mean_action_distance", (dist.base_dist.loc - b_teacher[0]).norm(dim=-1).mean().item())
+            distance = (dist.base_dist.loc - b_teacher[0]).norm(dim=-1).mean().item()
+            agreement = {"distill/mean_action_distance": distance}
         else:  # fraction of states where both pick the same greedy action
-            agreement = ("distill/greedy_agreement", (dist.logits.argmax(-1) == b_teacher[0].argmax(-1)).float().mean().item())
-    return {"losses/distill_loss": distill_loss.item(), "losses/value_loss": v_loss.item(),
-            "losses/entropy": entropy.item(), "distill/kl": distill_loss.item(), agreement[0]: agreement[1]}
+            same = (dist.logits.argmax(-1) == b_teacher[0].argmax(-1)).float().mean().item()
+            agreement = {"distill/greedy_agreement": same}
+    logs = {"losses/distill_loss": distill_loss.item(), "losses/value_loss": v_loss.item()}
+    return logs | {"losses/entropy": entropy.item(), "distill/kl": distill_loss.item(), **agreement}
 
 
-# ----------------------------------------------------------------------------------------------------
-# Checkpoints (SPEC section 7): one self-describing file, the same for teachers and students
-# ----------------------------------------------------------------------------------------------------
+# ---- Checkpoints (SPEC section 7): one self-describing file, the same for teachers and students
 def space_dict(space: gym.Space) -> dict:
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "discrete", "n": int(space.n)}
@@ -709,57 +612,52 @@ def atomic_save(obj, path: str, as_json: bool = False) -> None:
     os.replace(tmp, path)
 
 
-def model_dict(agent: Agent, domain: str, args: Args, obs_shape, action_space, obs_rms, env_config: dict,
-               global_step: int, evaluation=None) -> dict:
-    return {
-        "format_version": FORMAT_VERSION,
-        "env_id": args.env_id,
-        "domain": domain,
-        "arch": args.student_arch,
-        "arch_config": ARCHS[domain][args.student_arch],
-        "actor": agent.actor.state_dict(),
-        "critic": agent.critic.state_dict(),
-        "obs_shape": list(obs_shape),
-        "action_space": space_dict(action_space),
-        "obs_rms": obs_rms.state_dict() if obs_rms is not None else None,  # the teacher's, unchanged
-        "env_config": env_config,  # the teacher's (frame skip, Procgen levels; MLP: the training envs' masses, this run's)
-        "args": asdict(args),
-        "global_step": global_step,
-        "eval": evaluation,
-    }
+def model_dict(agent, domain, args, obs_shape, action_space, obs_rms, env_config, global_step, evaluation=None) -> dict:
+    """The student in the teacher's format; obs_rms and env_config are the teacher's (MLP: this run's masses)."""
+    ckpt = {"format_version": FORMAT_VERSION, "env_id": args.env_id, "domain": domain, "arch": args.student_arch}
+    ckpt.update(arch_config=ARCHS[domain][args.student_arch], actor=agent.actor.state_dict())
+    ckpt.update(critic=agent.critic.state_dict(), obs_shape=list(obs_shape), action_space=space_dict(action_space))
+    ckpt.update(obs_rms=obs_rms.state_dict() if obs_rms is not None else None, env_config=env_config)
+    ckpt.update(args=asdict(args), global_step=global_step, eval=evaluation)
+    return ckpt
 
 
 def load_checkpoint(path: str, env_id: Optional[str] = None) -> dict:
     """Read a checkpoint and check it against the env; raise UsageError with a one-line reason otherwise."""
     if os.path.isdir(path):
-        path = os.path.join(path, "model.pt") if os.path.exists(os.path.join(path, "model.pt")) else os.path.join(path, "checkpoint.pt")
+        model = os.path.join(path, "model.pt")
+        path = model if os.path.exists(model) else os.path.join(path, "checkpoint.pt")
     if not os.path.isfile(path):
         raise UsageError(f"checkpoint '{path}' does not exist; pass the model.pt written by train_teacher.py")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, ...
-        raise UsageError(f"cannot read checkpoint '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                         "it is truncated or not a checkpoint, train or copy it again")
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        hint = "it is truncated or not a checkpoint, train or copy it again"
+        raise UsageError(f"cannot read checkpoint '{path}' ({why}); {hint}")
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
-        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); pass a model.pt written by train_teacher.py")
+        hint = "pass a model.pt written by train_teacher.py"
+        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); {hint}")
     if ckpt["format_version"] != FORMAT_VERSION:
-        raise UsageError(f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read "
-                         f"version {FORMAT_VERSION}; re-save it with the matching version of the scripts")
+        version = f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read version"
+        raise UsageError(f"{version} {FORMAT_VERSION}; re-save it with the matching version of the scripts")
     if env_id is not None and ckpt["env_id"] != env_id:
-        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; "
-                         f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}")
+        hint = f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}"
+        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; {hint}")
     if ckpt["domain"] == "mlp" and ckpt.get("obs_rms") is None:
-        raise UsageError(f"checkpoint '{path}' has no observation normalization statistics; without them the policy is useless")
+        hint = "without them the policy is useless"
+        raise UsageError(f"checkpoint '{path}' has no observation normalization statistics; {hint}")
     return ckpt
 
 
 def check_fits_env(ckpt: dict, path: str, obs_shape: tuple, action_space: gym.Space) -> None:
+    hint = "use a checkpoint trained on this env"
     if tuple(ckpt["obs_shape"]) != tuple(obs_shape):
-        raise UsageError(f"checkpoint '{path}' expects observations of shape {tuple(ckpt['obs_shape'])}, the env gives "
-                         f"{tuple(obs_shape)}; use a checkpoint trained on this env")
+        shapes = f"expects observations of shape {tuple(ckpt['obs_shape'])}, the env gives {tuple(obs_shape)}"
+        raise UsageError(f"checkpoint '{path}' {shapes}; {hint}")
     if ckpt["action_space"] != space_dict(action_space):
-        raise UsageError(f"checkpoint '{path}' has action space {ckpt['action_space']}, the env has "
-                         f"{space_dict(action_space)}; use a checkpoint trained on this env")
+        spaces = f"has action space {ckpt['action_space']}, the env has {space_dict(action_space)}"
+        raise UsageError(f"checkpoint '{path}' {spaces}; {hint}")
 
 
 def agent_from_checkpoint(ckpt: dict) -> Agent:
@@ -769,26 +667,33 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
     return agent
 
 
-# ----------------------------------------------------------------------------------------------------
-# Foreign teachers: a Stable-Baselines3 .zip or CleanRL .cleanrl_model is converted first by ppd_tools/convert_teacher.py
-# ----------------------------------------------------------------------------------------------------
 def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:
-    """UsageError naming the converter when a teacher is a Stable-Baselines3 or CleanRL file, not a checkpoint."""
+    """UsageError naming the converter (ppd_tools/convert_teacher.py) for a Stable-Baselines3 or CleanRL file."""
     foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]
     if foreign:
-        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "
-                         f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} --output teacher.pt")
+        convert = f"python -m ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} --output teacher.pt"
+        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: {convert}")
 
 
-# ----------------------------------------------------------------------------------------------------
-# Evaluation (SPEC section 5): student and teacher, same protocol and seeds
-# ----------------------------------------------------------------------------------------------------
-def evaluate(actor: Actor, env_id: str, domain: str, env_config: dict, episodes: int, seed: int, device, obs_rms=None,
-             deterministic: bool = True, procgen_levels=None, num_envs: int = 10, max_frames: int = 108_000) -> tuple:
-    """Returns of `episodes` full episodes; each env plays a fixed quota, so short episodes are not favoured."""
+# ---- Evaluation (SPEC section 5): student and teacher, same protocol and seeds
+def evaluate(
+    actor: Actor,
+    env_id: str,
+    domain: str,
+    env_config: dict,
+    episodes: int,
+    seed: int,
+    device,
+    obs_rms=None,
+    deterministic: bool = True,
+    procgen_levels=None,
+    num_envs: int = 10,
+    max_frames: int = 108_000,
+) -> tuple:
+    """Returns of `episodes` full episodes, and how many were truncated; each env plays a fixed quota."""
     num_envs = min(num_envs, episodes)
-    envs = make_envs(env_id, domain, env_config, num_envs, seed, evaluation=True, procgen_levels=procgen_levels,
-                     max_frames=max_frames)
+    kw = dict(procgen_levels=procgen_levels, max_frames=max_frames)
+    envs = make_envs(env_id, domain, env_config, num_envs, seed, evaluation=True, **kw)
     quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
     returns, truncated, steps = [[] for _ in range(num_envs)], 0, 0
     obs, _ = envs.reset(seed=seed)
@@ -798,8 +703,7 @@ def evaluate(actor: Actor, env_id: str, domain: str, env_config: dict, episodes:
         x = obs_rms.normalize(obs) if obs_rms is not None else obs
         with torch.no_grad():
             dist = actor(torch.as_tensor(x, device=device))
-            action = greedy_action(dist) if deterministic else dist.sample()
-        action = action.cpu().numpy()
+            action = (greedy_action(dist) if deterministic else dist.sample()).cpu().numpy()
         if actor.continuous:
             action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
         obs, _, terminated, cut, info = envs.step(action)
@@ -817,14 +721,13 @@ def evaluate(actor: Actor, env_id: str, domain: str, env_config: dict, episodes:
 
 
 def eval_summary(returns: list, truncated: int) -> dict:
-    """eval.json's numbers; truncated_episodes: episodes cut by a time limit (MuJoCo: its 1000 steps, the normal end of
-    an episode without a fall; Atari: --eval-max-frames) rather than ended by the env."""
-    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "episodes": len(returns), "truncated_episodes": truncated, "returns": returns}
+    """eval.json's numbers; truncated_episodes: episodes cut by a time limit rather than ended by the env."""
+    summary = {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "episodes": len(returns)}
+    return summary | {"truncated_episodes": truncated, "returns": returns}
 
 
 def eval_levels(env_config: dict) -> tuple:
-    """Procgen test levels (start, count): a block of seeds right after the training levels, so none is a training level."""
+    """Procgen test levels (start, count): a block of seeds right after the training levels, none a training level."""
     return (env_config.get("procgen_start_level", 0) + env_config.get("procgen_num_levels", 200), 100_000)
 
 
@@ -836,11 +739,9 @@ def human_normalized(env_id: str, score: float) -> Optional[float]:
     return (score - random_score) / (human_score - random_score)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Run folders
-# ----------------------------------------------------------------------------------------------------
-STRUCTURAL = ("env_id", "teacher", "torso_mass_scale", "mass_randomization",
-              "student_arch", "seed", "num_envs", "num_steps", "kl_direction", "teacher_noise_std", "restart_games_at_checkpoint")
+# ---- Input checks and run folders
+STRUCTURAL = ("env_id", "teacher", "torso_mass_scale", "mass_randomization", "student_arch", "seed", "num_envs")
+STRUCTURAL += ("num_steps", "kl_direction", "teacher_noise_std", "restart_games_at_checkpoint")
 
 
 def prepare_run(args: Args, default_name: str):
@@ -850,15 +751,19 @@ def prepare_run(args: Args, default_name: str):
         path = os.path.join(run_dir, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
-            raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
-        changed = [k for k in STRUCTURAL if k in state["args"] and state["args"][k] != getattr(args, k)]  # flags newer than the run: as it ran
+            hint = "resume from a run's checkpoint.pt"
+            raise UsageError(f"'{path}' holds a finished model without training state; {hint}")
+        old = state["args"]  # flags newer than the run: as it ran
+        changed = [k for k in STRUCTURAL if k in old and old[k] != getattr(args, k)]
         if changed:
-            raise UsageError(f"--resume: these flags differ from the interrupted run: "
-                             + ", ".join(f"--{k.replace('_', '-')} {state['args'][k]!r} (now {getattr(args, k)!r})" for k in changed)
-                             + "; resume with the run's original flags")
+            diffs = ", ".join(f"--{k.replace('_', '-')} {old[k]!r} (now {getattr(args, k)!r})" for k in changed)
+            hint = "resume with the run's original flags"
+            raise UsageError(f"--resume: these flags differ from the interrupted run: {diffs}; {hint}")
         batch = args.num_envs * args.num_steps
-        if state["global_step"] >= (args.total_timesteps // batch) * batch and os.path.exists(os.path.join(run_dir, "model.pt")):
-            raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; raise --total-timesteps to continue it")
+        done = state["global_step"] >= (args.total_timesteps // batch) * batch
+        if done and os.path.exists(os.path.join(run_dir, "model.pt")):
+            hint = "raise --total-timesteps to continue it"
+            raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; {hint}")
         return run_dir, state
     run_dir = os.path.join(args.output_dir, args.run_name or default_name)
     if os.path.exists(run_dir):
@@ -866,47 +771,54 @@ def prepare_run(args: Args, default_name: str):
     try:
         os.makedirs(args.output_dir, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); pass a writable --output-dir")
+        hint = "pass a writable --output-dir"
+        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); {hint}")
     if not os.access(args.output_dir, os.W_OK):
         raise UsageError(f"output folder '{args.output_dir}' is not writable; pass a writable --output-dir")
     os.makedirs(run_dir)
     return run_dir, None
 
 
+def check_args(args: Args) -> tuple:
+    """Every input check, before anything is written; returns (teacher, domain, env_config, envs, run_dir, state)."""
+
+    check_ranges(args, FLAG_RANGES)
+    if args.env_id is not None:
+        check_env_id(args.env_id)  # a typo gets the closest known ids
+    refuse_foreign_teachers((args.teacher,), args.env_id)  # converted first, by ppd_tools/convert_teacher.py
+    ckpt = load_checkpoint(args.teacher, env_id=args.env_id)
+    args.env_id = args.env_id or ckpt["env_id"]
+    domain, env_config = ckpt["domain"], ckpt["env_config"]
+    for name, off in (("torso_mass_scale", 1.0), ("mass_randomization", 0.0)):  # train where the teacher did
+        if getattr(args, name) is None:
+            setattr(args, name, env_config.get(name, off))
+    if domain != "mlp" and (args.torso_mass_scale != 1.0 or args.mass_randomization != 0.0):
+        raise UsageError("--torso-mass-scale and --mass-randomization apply to MuJoCo envs only; drop them")
+    if domain == "mlp":
+        check_mass_options(args.env_id, args.torso_mass_scale, args.mass_randomization)
+        env_config = {**env_config, "torso_mass_scale": args.torso_mass_scale}
+        env_config["mass_randomization"] = args.mass_randomization
+    if args.eval_episodes is None:
+        args.eval_episodes = 200 if domain == "procgen" else 50
+    if args.capture_video:  # films with ppd_tools/video.py, imported only for this feature
+        try:
+            from ppd_tools.video import video_problem
+        except ImportError:
+            raise UsageError("--capture-video needs the repository's ppd_tools/ folder beside this script")
+        if problem := video_problem(args.env_id, domain):
+            raise UsageError(f"--capture-video: {problem}; or leave out --capture-video")
+    if args.total_timesteps < args.num_envs * args.num_steps:
+        rollout = f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)"
+        raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout {rollout}")
+    envs = make_envs(args.env_id, domain, env_config, args.num_envs, args.seed)
+    check_fits_env(ckpt, args.teacher, envs.single_observation_space.shape, envs.single_action_space)
+    name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    return ckpt, domain, env_config, envs, *prepare_run(args, name)
+
+
 def main(args: Args) -> dict:
-    # ---- everything that can be wrong with the input is checked before any training or writing
     try:
-        check_ranges(args, FLAG_RANGES)
-        if args.env_id is not None:
-            check_env_id(args.env_id)  # a typo gets the closest known ids
-        refuse_foreign_teachers((args.teacher,), args.env_id)  # converted first, by ppd_tools/convert_teacher.py
-        teacher_ckpt = load_checkpoint(args.teacher, env_id=args.env_id)
-        args.env_id = args.env_id or teacher_ckpt["env_id"]
-        domain, env_config = teacher_ckpt["domain"], teacher_ckpt["env_config"]
-        for name, off in (("torso_mass_scale", 1.0), ("mass_randomization", 0.0)):  # train where the teacher did
-            if getattr(args, name) is None:
-                setattr(args, name, env_config.get(name, off))
-        if domain != "mlp" and (args.torso_mass_scale != 1.0 or args.mass_randomization != 0.0):
-            raise UsageError("--torso-mass-scale and --mass-randomization apply to MuJoCo envs only; drop them")
-        if domain == "mlp":
-            check_mass_options(args.env_id, args.torso_mass_scale, args.mass_randomization)
-            env_config = {**env_config, "torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization}
-        if args.eval_episodes is None:
-            args.eval_episodes = 200 if domain == "procgen" else 50
-        if args.capture_video:  # films with ppd_tools/video.py, imported only for this feature
-            try:
-                from ppd_tools.video import video_problem
-            except ImportError:
-                raise UsageError("--capture-video needs the repository's ppd_tools/ folder beside this script")
-            if problem := video_problem(args.env_id, domain):
-                raise UsageError(f"--capture-video: {problem}; or leave out --capture-video")
-        if args.total_timesteps < args.num_envs * args.num_steps:
-            raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
-                             f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
-        envs = make_envs(args.env_id, domain, env_config, args.num_envs, args.seed)
-        check_fits_env(teacher_ckpt, args.teacher, envs.single_observation_space.shape, envs.single_action_space)
-        default_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        run_dir, resume_state = prepare_run(args, default_name)
+        teacher_ckpt, domain, env_config, envs, run_dir, resume_state = check_args(args)
     except UsageError as e:
         fail(str(e))
     batch_size = args.num_envs * args.num_steps
@@ -940,7 +852,7 @@ def main(args: Args) -> dict:
         random.setstate(ts["python_rng"])
         global_step, start_iteration = resume_state["global_step"], ts["iteration"] + 1
         saved_envs, recent_returns = ts.get("envs"), ts.get("recent_returns", [])
-        if saved_envs is None and domain == "procgen":  # older checkpoint: fresh episodes; gym3 is seeded only at construction
+        if saved_envs is None and domain == "procgen":  # older checkpoint: new episodes (gym3 is seeded when built)
             envs.close()
             envs = make_envs(args.env_id, domain, env_config, args.num_envs, args.seed + global_step)
         print(f"resuming {run_dir} at step {global_step}", flush=True)
@@ -948,12 +860,13 @@ def main(args: Args) -> dict:
     if args.track:
         import wandb
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
-                   name=os.path.basename(run_dir), sync_tensorboard=True, save_code=True)
+        run = dict(name=os.path.basename(run_dir), sync_tensorboard=True, save_code=True)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), **run)
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resume_state is not None else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
 
     # SLURM sends SIGTERM before it kills a job, a user presses Ctrl-C: finish the update, write a checkpoint, exit
     stop = {"signal": None}
@@ -962,7 +875,8 @@ def main(args: Args) -> dict:
         if signum == signal.SIGINT and stop["signal"] == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once (see the end of this file)
         if signum == signal.SIGINT:
-            print("\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again stops at once)", file=sys.stderr)
+            again = "(Ctrl-C again stops at once)"
+            print(f"\nCtrl-C: finishing this update, then writing a checkpoint {again}", file=sys.stderr)
         stop.update(signal=signum)
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -970,35 +884,35 @@ def main(args: Args) -> dict:
 
     def save_checkpoint(iteration: int) -> None:
         state = model_dict(agent, domain, args, obs_shape, action_space, obs_rms, env_config, global_step)
-        np_state = np.random.get_state()
-        state["train_state"] = {"optimizer": optimizer.state_dict(), "iteration": iteration, "torch_rng": torch.get_rng_state(),
-                                "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
-                                "python_rng": random.getstate(), "envs": env_state(envs, raw_obs),
-                                "recent_returns": list(recent_returns)}
+        np_rng = tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np.random.get_state())
+        ts = {"optimizer": optimizer.state_dict(), "iteration": iteration, "torch_rng": torch.get_rng_state()}
+        ts.update(numpy_rng=np_rng, python_rng=random.getstate(), envs=env_state(envs, raw_obs))
+        state["train_state"] = ts | {"recent_returns": list(recent_returns)}
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
 
     def prepare_obs(raw: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(obs_rms.normalize(raw) if obs_rms is not None else raw, device=device)
 
     # ALGO LOGIC: storage setup (pixel observations stay uint8); the teacher's outputs are stored as it acts
-    obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.float32 if domain == "mlp" else torch.uint8,
-                      device=device)
+    obs_dtype = torch.float32 if domain == "mlp" else torch.uint8
+    obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=obs_dtype, device=device)
     n_out = int(np.prod(action_space.shape)) if agent.actor.continuous else int(action_space.n)
-    teacher_params = tuple(torch.zeros((args.num_steps, args.num_envs, n_out), device=device)
-                           for _ in range(2 if agent.actor.continuous else 1))  # (logits,) or (mean, log_std)
+    shape, n_params = (args.num_steps, args.num_envs, n_out), 2 if agent.actor.continuous else 1
+    teacher_params = tuple(torch.zeros(shape, device=device) for _ in range(n_params))  # (logits,) or (mean, log_std)
     teacher_values = torch.zeros((args.num_steps, args.num_envs), device=device)
     print(ACTING_NOTE, flush=True)
     writer.add_text("note", ACTING_NOTE)
 
-    # a resumed run continues the very episodes it was in (MLP, Procgen; Atari: the new games, seeded by the step, that
-    # the uninterrupted run started right after the checkpoint: --restart-games-at-checkpoint)
-    raw_obs, _ = envs.reset(seed=args.seed if saved_envs is not None or resume_state is None else args.seed + global_step)
+    # a resumed run continues the very episodes it was in (MLP, Procgen; Atari: the new games, seeded by the step,
+    # that the uninterrupted run started right after the checkpoint: --restart-games-at-checkpoint)
+    fresh = saved_envs is None and resume_state is not None
+    raw_obs, _ = envs.reset(seed=args.seed + global_step if fresh else args.seed)
     if saved_envs is not None:
         raw_obs = set_env_state(envs, saved_envs)
     next_obs = prepare_obs(raw_obs)
     start_time, start_step = time.time(), global_step
-    progress = tqdm(total=args.total_timesteps, initial=global_step, unit="step", dynamic_ncols=True,
-                    mininterval=1 if sys.stderr.isatty() else 30, desc=os.path.basename(run_dir))
+    bar = dict(unit="step", dynamic_ncols=True, mininterval=1 if sys.stderr.isatty() else 30)
+    progress = tqdm(total=args.total_timesteps, initial=global_step, desc=os.path.basename(run_dir), **bar)
     iteration = start_iteration - 1
     for iteration in range(start_iteration, num_iterations + 1):
         # ---- rollout: the TEACHER acts (Algorithm 3, step 4); rewards (the teacher's) are only logged
@@ -1029,27 +943,29 @@ def main(args: Args) -> dict:
         except NonFiniteLoss as e:
             writer.close()
             print(file=sys.stderr)  # off the progress bar's line
-            fail(f"non-finite {e} in update {iteration}; the run stopped, its last good checkpoint is in {run_dir} "
-                 "(try a lower --learning-rate, or check the teacher checkpoint and the env's observations)", code=3)
+            where = f"in update {iteration}; the run stopped, its last good checkpoint is in {run_dir}"
+            hint = "(try a lower --learning-rate, or check the teacher checkpoint and the env's observations)"
+            fail(f"non-finite {e} {where} {hint}", code=3)
 
         sps = int((global_step - start_step) / (time.time() - start_time))
         for tag, value in logs.items():
             writer.add_scalar(tag, value, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
         progress.update(batch_size)
-        progress.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
-                             kl=f"{logs['distill/kl']:.3f}", refresh=False)
+        ret = f"{np.mean(recent_returns):.1f}" if recent_returns else "-"
+        progress.set_postfix(sps=sps, ret=ret, kl=f"{logs['distill/kl']:.3f}", refresh=False)
 
-        periodic = args.checkpoint_every and global_step // args.checkpoint_every > (global_step - batch_size) // args.checkpoint_every
-        if periodic and domain == "atari" and args.restart_games_at_checkpoint:  # new games, as a run resumed from this checkpoint starts
+        every = args.checkpoint_every
+        periodic = every and global_step // every > (global_step - batch_size) // every
+        if periodic and domain == "atari" and args.restart_games_at_checkpoint:  # new games, as a resumed run has
             raw_obs, _ = envs.reset(seed=args.seed + global_step)
             next_obs = prepare_obs(raw_obs)
         if stop["signal"] is not None or periodic:
             save_checkpoint(iteration)
         if stop["signal"] is not None:
             writer.close()
-            print(f"\nstopped by signal {stop['signal']} at step {global_step}; checkpoint written, continue with "
-                  f"--resume {run_dir}", file=sys.stderr)
+            how = f"checkpoint written, continue with --resume {run_dir}"
+            print(f"\nstopped by signal {stop['signal']} at step {global_step}; {how}", file=sys.stderr)
             sys.exit(128 + stop["signal"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -1061,17 +977,17 @@ def main(args: Args) -> dict:
     deterministic = domain != "procgen"  # Procgen: stochastic actions, unseen test levels
 
     def run_eval(actor: Actor, procgen_levels=None) -> dict:
-        return eval_summary(*evaluate(actor, args.env_id, domain, env_config, args.eval_episodes, args.seed + 10_000,
-                                      device, obs_rms, deterministic, procgen_levels, max_frames=args.eval_max_frames))
+        setup = (args.env_id, domain, env_config, args.eval_episodes, args.seed + 10_000, device, obs_rms)
+        return eval_summary(*evaluate(actor, *setup, deterministic, procgen_levels, max_frames=args.eval_max_frames))
 
     levels = eval_levels(env_config) if domain == "procgen" else None
     student_eval, teacher_eval = run_eval(agent.actor, levels), run_eval(teacher.actor, levels)
-    evaluation = {"env_id": args.env_id, "method": "teacher-distill", "student_arch": args.student_arch,
-                  "seed": args.seed, "teacher_checkpoint": args.teacher, "global_step": global_step, "deterministic": deterministic,
-                  "kl_direction": args.kl_direction, "teacher_noise_std": args.teacher_noise_std,
-                  "student": student_eval, "teacher": teacher_eval}
+    evaluation = {"env_id": args.env_id, "method": "teacher-distill", "student_arch": args.student_arch}
+    evaluation.update(seed=args.seed, teacher_checkpoint=args.teacher, global_step=global_step)
+    evaluation.update(deterministic=deterministic, kl_direction=args.kl_direction)
+    evaluation.update(teacher_noise_std=args.teacher_noise_std, student=student_eval, teacher=teacher_eval)
     if domain == "mlp":
-        evaluation["train_env"] = {"torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization}
+        evaluation["train_env"] = {k: getattr(args, k) for k in ("torso_mass_scale", "mass_randomization")}
         evaluation["eval_env"] = f"{args.env_id}, unmodified"
     student_score, teacher_score = student_eval["mean_return"], teacher_eval["mean_return"]
     if args.teacher_noise_std > 0:  # the uncorrupted teacher too, the reference of the paper's Table 2
@@ -1081,36 +997,39 @@ def main(args: Args) -> dict:
         evaluation["train_levels"] = {"student": run_eval(agent.actor), "teacher": run_eval(teacher.actor)}
     if domain == "atari":
         random_score, human_score = ATARI_RANDOM_HUMAN.get(atari_game(args.env_id), (None, None))
-        evaluation["human_normalized"] = {"student": human_normalized(args.env_id, student_score),
-                                          "teacher": human_normalized(args.env_id, teacher_score),
-                                          "random": random_score, "human": human_score}
+        normalized = {"student": human_normalized(args.env_id, student_score)}
+        normalized.update(teacher=human_normalized(args.env_id, teacher_score), random=random_score, human=human_score)
+        evaluation["human_normalized"] = normalized
         if random_score is not None:  # the fraction of teacher compares human-normalized scores (SPEC section 5)
-            student_score, teacher_score = evaluation["human_normalized"]["student"], evaluation["human_normalized"]["teacher"]
+            student_score, teacher_score = normalized["student"], normalized["teacher"]
     evaluation["fraction_of_teacher"] = student_score / teacher_score if teacher_score != 0 else None
     if args.capture_video:  # same env seed as the evaluation's first episode
         from ppd_tools.video import film
 
         policies = [("teacher", teacher.actor, obs_rms), (f"student ({args.student_arch})", agent.actor, obs_rms)]
-        evaluation["video"] = film(os.path.join(run_dir, "video.gif"), policies, args.env_id, domain, env_config,
-                                   args.seed + 10_000, device, args.video_seconds)
+        film_args = (args.env_id, domain, env_config, args.seed + 10_000, device, args.video_seconds)
+        evaluation["video"] = film(os.path.join(run_dir, "video.gif"), policies, *film_args)
     evaluation["command"] = " ".join(["python"] + sys.argv)
 
-    model_eval = {"env_id": args.env_id, "arch": args.student_arch, "global_step": global_step,
-                  "deterministic": deterministic, **student_eval}  # the layout of a teacher's eval
+    model_eval = {"env_id": args.env_id, "arch": args.student_arch, "global_step": global_step}
+    model_eval.update(deterministic=deterministic, **student_eval)  # the layout of a teacher's eval
     if domain == "procgen":
         model_eval["train_levels"] = evaluation["train_levels"]["student"]
-    atomic_save(model_dict(agent, domain, args, obs_shape, action_space, obs_rms, env_config, global_step, model_eval),
-                os.path.join(run_dir, "model.pt"))
+    model = model_dict(agent, domain, args, obs_shape, action_space, obs_rms, env_config, global_step, model_eval)
+    atomic_save(model, os.path.join(run_dir, "model.pt"))
     atomic_save(evaluation, os.path.join(run_dir, "eval.json"), as_json=True)
     writer.add_scalar("eval/student_mean_return", student_eval["mean_return"], global_step)
     writer.close()
-    fraction = evaluation["fraction_of_teacher"]
-    print(f"\n{args.env_id}, {args.eval_episodes} evaluation episodes ({'deterministic' if deterministic else 'stochastic, test levels'}):\n"
-          f"  teacher{' (noisy)' if args.teacher_noise_std > 0 else ''}: {teacher_eval['mean_return']:9.2f} +- {teacher_eval['std_return']:.2f}\n"
-          f"  student ({args.student_arch}): {student_eval['mean_return']:9.2f} +- {student_eval['std_return']:.2f}"
-          f"   = {'n/a' if fraction is None else f'{fraction:.1%}'} of the teacher\n"
-          f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}"
-          + (f", video in {os.path.join(run_dir, 'video.gif')}" if args.capture_video else ""))
+    fraction, s, t = evaluation["fraction_of_teacher"], student_eval, teacher_eval
+    mode = "deterministic" if deterministic else "stochastic, test levels"
+    noisy, share = " (noisy)" if args.teacher_noise_std > 0 else "", "n/a" if fraction is None else f"{fraction:.1%}"
+    lines = [f"\n{args.env_id}, {args.eval_episodes} evaluation episodes ({mode}):"]
+    lines.append(f"  teacher{noisy}: {t['mean_return']:9.2f} +- {t['std_return']:.2f}")
+    lines.append(f"  student ({args.student_arch}): {s['mean_return']:9.2f} +- {s['std_return']:.2f}")
+    lines[-1] += f"   = {share} of the teacher"
+    files = f"  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}"
+    video = f", video in {os.path.join(run_dir, 'video.gif')}" if args.capture_video else ""
+    print("\n".join(lines + [files + video]))
     return evaluation
 
 
