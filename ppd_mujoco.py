@@ -138,8 +138,7 @@ def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: st
 
 # ---- Environments
 def check_env_id(env_id: str) -> None:
-    """UsageError naming the closest known ids when gymnasium does not know env_id, or the script for a pixel env
-    (registered or not: ale-py registers its Atari ids only once imported)."""
+    """UsageError naming the closest known ids of an unknown env, or the script for a pixel env (even unregistered)."""
     atari = (env_id.startswith("ALE/") or env_id.endswith("NoFrameskip-v4")) and "-ram" not in env_id
     if env_id.startswith("procgen:") or atari:
         pixel = f"{env_id} is a pixel env (Atari or Procgen); this script distills MLP policies on flat-observation"
@@ -151,9 +150,8 @@ def check_env_id(env_id: str) -> None:
 
 
 class MassRandomization(gym.Wrapper):
-    """The seed report's Hopper (any MuJoCo env with a body named 'torso'): the torso's mass times `torso_scale` for
-    good (0.7: the 'source' env), and at every reset every other body's mass times U(1 - spread, 1 + spread) of its
-    nominal value (uniform domain randomization, Tobin et al. 2017), drawn from the env's own seeded RNG."""
+    """The seed report's Hopper (any MuJoCo env with a 'torso' body): torso mass x torso_scale for good; at every reset
+    every other body's mass x U(1 - spread, 1 + spread) (domain randomization, Tobin et al. 2017) from its RNG."""
 
     def __init__(self, env: gym.Env, torso_scale: float, spread: float):
         super().__init__(env)
@@ -182,8 +180,7 @@ def check_mass_options(env_id: str, torso_scale: float, spread: float) -> None:
 
 
 def make_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: float = 0.0) -> gym.vector.VectorEnv:
-    """Flat-Box envs in one process. SAME_STEP autoreset: an ended episode's last observation comes in
-    info['final_obs'], so that a truncation can be bootstrapped."""
+    """Flat-Box envs in one process; SAME_STEP autoreset: info['final_obs'] lets a truncation be bootstrapped."""
 
     def make_env():
         env = gym.make(env_id)
@@ -206,9 +203,8 @@ def time_limit_of(env: gym.Env):
 
 
 def env_state(envs: gym.vector.VectorEnv, raw_obs: np.ndarray):
-    """What a resumed run needs to take the very steps of the uninterrupted run: per env its physics (MuJoCo's
-    integration state and body masses, or classic control's `state`), RNG and time-limit counter, the episode
-    statistics and the last observations. None if an env's state is out of reach (the run then starts new episodes)."""
+    """What a resumed run needs to take the very steps of the uninterrupted run: per env its physics, RNG and time-limit
+    counter; the episode statistics and last observations. None if out of reach (the run then starts new episodes)."""
     per_env = []
     for env in envs.unwrapped.envs:
         core, elapsed = env.unwrapped, getattr(time_limit_of(env), "_elapsed_steps", None)
@@ -250,8 +246,7 @@ def set_env_state(envs: gym.vector.VectorEnv, saved: dict) -> np.ndarray:
 
 
 class RunningMeanStd:
-    """Running mean and variance (parallel algorithm of Chan et al.), as in SB3's VecNormalize. Clip and epsilon of
-    normalize() are SB3's defaults unless the loaded statistics hold others (an imported teacher's)."""
+    """Running mean and variance (Chan et al.) as SB3's VecNormalize, whose clip and epsilon a loaded state may set."""
 
     def __init__(self, shape=()):
         self.mean, self.var, self.count = np.zeros(shape, np.float64), np.ones(shape, np.float64), 1e-4
@@ -301,8 +296,7 @@ def mlp(in_dim: int, hidden: list, out_dim: int, head_std: float, activation: st
 
 
 class Actor(nn.Module):
-    """pi(a|s): Categorical over logits, or a diagonal Gaussian with a state-independent log-std (actions are
-    clipped only when sent to the env)."""
+    """pi(a|s): Categorical over logits, or a diagonal Gaussian with a state-independent log-std."""
 
     def __init__(self, body: nn.Module, action_space: gym.Space):
         super().__init__()
