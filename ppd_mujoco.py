@@ -49,8 +49,8 @@ class Args:
     teacher: tuple[str, ...] = ()  # PPD
     """teacher model.pt; repeat it for several teachers, see --teacher-weight (default: teachers/Hopper-v5.pt)"""  # PPD
     env_id: Optional[str] = None  # gymnasium id with a flat Box observation (default: the teacher's env)
-    torso_mass_scale: Optional[float] = None  # training envs (MuJoCo): torso mass factor (default: the teacher's)
-    mass_randomization: Optional[float] = None  # training envs (MuJoCo): body masses x U(1-x, 1+x) at every episode
+    torso_mass_scale: Optional[float] = None  # training envs' torso mass factor, MuJoCo (default: the teacher's)
+    mass_randomization: Optional[float] = None  # training masses x U(1-x, 1+x) per episode (default: the teacher's)
     student_arch: Literal["smaller", "same", "larger"] = "same"  # MLP 128-64, 256-256, 512-512 (paper Table 4)
     exp_name: str = "ppd"  # name of the experiment, part of the default run name
     seed: int = 1  # seed of torch, numpy, random and the environments
