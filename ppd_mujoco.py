@@ -789,13 +789,11 @@ def main(args: Args) -> dict:
         agent.train()
         b_obs, b_actions = obs.reshape((-1,) + obs_shape), actions.reshape((-1,) + action_space.shape)
         b_logprobs, b_advantages, b_returns, b_values = (x.reshape(-1) for x in (logprobs, advantages, returns, values))
-        b_raw_observations = raw_observations.reshape((-1,) + obs_shape)  # PPD
+        b_raw_obs = raw_observations.reshape((-1,) + obs_shape)  # PPD
         # a teacher depends only on the states: one forward pass per rollout, (logits,) or (mean, log_std)  # PPD
-        b_teachers = []  # PPD
-        for teacher, rms in zip(teachers, teacher_obs_rms):  # PPD
-            with torch.no_grad():  # PPD
-                b_obs_teacher = torch.as_tensor(rms.normalize(b_raw_observations), device=device)  # PPD
-                b_teachers.append(dist_params(teacher.actor(b_obs_teacher)))  # PPD
+        with torch.no_grad():  # each teacher sees the observations normalized by its own statistics  # PPD
+            b_obs_t = [torch.as_tensor(rms.normalize(b_raw_obs), device=device) for rms in teacher_obs_rms]  # PPD
+            b_teachers = [dist_params(teacher.actor(x)) for teacher, x in zip(teachers, b_obs_t)]  # PPD
         clipfracs = []
         kls, agreements, teacher_kls = [], [], []  # PPD
         for epoch in range(args.update_epochs):
