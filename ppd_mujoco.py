@@ -35,12 +35,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.optim as optim
 from torch.distributions import Categorical, Independent, Normal
 from tqdm import tqdm
 
-# the distributions' argument checks are pure overhead on every policy call: the networks give valid parameters
-torch.distributions.Distribution.set_default_validate_args(False)
+torch.distributions.Distribution.set_default_validate_args(False)  # pure overhead: the networks give valid parameters
 
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
 DEFAULT_TEACHER = "teachers/Hopper-v5.pt"  # PPD
@@ -48,102 +46,67 @@ DEFAULT_TEACHER = "teachers/Hopper-v5.pt"  # PPD
 
 @dataclass
 class Args:
-    # General settings
     teacher: tuple[str, ...] = ()  # PPD
-    """teacher checkpoint (model.pt of train_teacher.py, or a student of these scripts; a Stable-Baselines3 `.zip` or CleanRL `.cleanrl_model` teacher is converted first by `python -m ppd_tools.convert_teacher`); repeat the flag for several teachers of the same env, whose terms are summed with --teacher-weight (default: teachers/Hopper-v5.pt)"""  # PPD
-    env_id: Optional[str] = None
-    """gymnasium env id with a flat Box observation (default: the first teacher's env; Hopper-v5 without a teacher)"""
-    torso_mass_scale: Optional[float] = None
-    """training envs only (MuJoCo): multiply the torso's mass by this (0.7: the seed report's 'source' Hopper); default: the teacher's setting (else 1); evaluation always uses the unmodified env"""
-    mass_randomization: Optional[float] = None
-    """training envs only (MuJoCo): at every episode scale every other body's mass by U(1-x, 1+x) (0.3: the seed report's domain randomization); default: the teacher's setting (else 0)"""
-    student_arch: Literal["smaller", "same", "larger"] = "same"
-    """student network size (paper Table 4: MLP 128-64, 256-256, 512-512)"""
-    exp_name: str = "ppd"
-    """name of the experiment, part of the default run name"""
-    seed: int = 1
-    """seed of torch, numpy, random and the environments"""
-    torch_deterministic: bool = True
-    """sets `torch.backends.cudnn.deterministic`"""
-    cuda: bool = True
-    """use CUDA when it is available (`--no-cuda` forces the CPU)"""
-    track: bool = False
-    """also log to Weights & Biases (imported only then)"""
-    wandb_project_name: str = "ppd"
-    """Weights & Biases project"""
-    wandb_entity: Optional[str] = None
-    """Weights & Biases entity (team)"""
-    output_dir: str = "runs"
-    """folder that holds the run folders"""
-    run_name: Optional[str] = None
-    """run folder name under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`); an existing run folder is never overwritten"""
-    checkpoint_every: int = 100_000
-    """write `checkpoint.pt` (atomically) every this many environment steps; 0 writes it only at the end"""
-    resume: Optional[str] = None
-    """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
-    eval_episodes: int = 50
-    """episodes of the final evaluation, for the student and for the teacher (same seeds)"""
-    capture_video: bool = False
-    """after the evaluation, write `video.gif` next to eval.json: one greedy episode of each teacher and of the student, side by side (same env seed; classic-control envs need `pip install pygame`)"""
-    video_seconds: float = 10.0
-    """length of each clip of --capture-video, in seconds of the env's time (at most one episode)"""
+    """teacher model.pt; repeat it for several teachers, see --teacher-weight (default: teachers/Hopper-v5.pt)"""  # PPD
+    env_id: Optional[str] = None  # gymnasium id with a flat Box observation (default: the teacher's env)
+    torso_mass_scale: Optional[float] = None  # training envs' torso mass factor, MuJoCo (default: the teacher's)
+    mass_randomization: Optional[float] = None  # training masses x U(1-x, 1+x) per episode (default: the teacher's)
+    student_arch: Literal["smaller", "same", "larger"] = "same"  # MLP 128-64, 256-256, 512-512 (paper Table 4)
+    exp_name: str = "ppd"  # name of the experiment, part of the default run name
+    seed: int = 1  # seed of torch, numpy, random and the environments
+    torch_deterministic: bool = True  # sets `torch.backends.cudnn.deterministic`
+    cuda: bool = True  # use CUDA when it is available
+    track: bool = False  # also log to Weights & Biases
+    wandb_project_name: str = "ppd"  # Weights & Biases project
+    wandb_entity: Optional[str] = None  # Weights & Biases entity (team)
+    output_dir: str = "runs"  # folder that holds the run folders
+    run_name: Optional[str] = None  # run folder, never overwritten (default `<env>__<exp-name>__<seed>__<unix time>`)
+    checkpoint_every: int = 100_000  # write checkpoint.pt every this many env steps; 0: only at the end
+    resume: Optional[str] = None  # continue the run of this checkpoint.pt or run folder (give the same flags)
+    eval_episodes: int = 50  # episodes of the final evaluation of the student and of each teacher
+    capture_video: bool = False  # write video.gif: one greedy episode of each teacher and of the student
+    video_seconds: float = 10.0  # length of each clip of --capture-video, in seconds of env time
 
     # Algorithm settings (paper A.3: the teacher's PPO settings except gamma, ent_coef and num_steps)
     distill_coef: float = 1.0  # PPD
     """lambda, weight of the distillation term; 0 gives plain PPO"""  # PPD
     distill_coef_schedule: Literal["constant", "linear", "cosine", "adaptive"] = "constant"  # PPD
-    """lambda over the run, recomputed every update: constant; linear or cosine: decays from --distill-coef to 0 at --total-timesteps; adaptive: --distill-coef x clip((R_teacher - R_student) / |R_teacher|, 0, 1), R_student the mean return of the student's last 20 training episodes (--distill-coef until the first one ends), so lambda is 0 once the student matches the teacher and it is free to surpass an imperfect one"""  # PPD
+    """lambda over the run: linear, cosine: decay to 0; adaptive: times the student's shortfall from R_teacher"""  # PPD
     teacher_return: Optional[float] = None  # PPD
-    """R_teacher of the adaptive schedule (default: the first teacher's checkpoint evaluation `mean_return`, else a 10-episode evaluation of it at the start; with --teacher-noise-std > 0 always that evaluation, of the noisy teacher, since the checkpoint's score is the clean teacher's)"""  # PPD
+    """R_teacher of adaptive (default: the checkpoint's, else measured; measured for a noisy teacher)"""  # PPD
     teacher_weight: tuple[float, ...] = ()  # PPD
-    """weight w_k of each teacher's term, one per --teacher in the same order, normalized to sum to 1 (default: equal weights)"""  # PPD
+    """weight of each --teacher's term, in the same order, normalized to sum 1 (default: equal weights)"""  # PPD
     kl_direction: Literal["forward", "reverse"] = "forward"  # PPD
     """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""  # PPD
     teacher_noise_std: float = 0.0  # PPD
-    """imperfect teacher (paper Table 2): add N(0, std^2) noise to every teacher parameter, seeded by --seed (+ 1000 x the teacher's index) (paper: 0.05)"""  # PPD
-    total_timesteps: int = 2_000_000
-    """environment steps to train"""
-    learning_rate: float = 3e-4
-    """Adam learning rate"""
-    anneal_lr: bool = False
-    """decay the learning rate linearly to 0"""
-    num_envs: int = 18
-    """parallel environments"""
-    num_steps: int = 64
-    """steps per environment per rollout"""
-    minibatch_size: int = 512
-    """requested minibatch size: each rollout is split into the whole number of equal minibatches closest to it (18 x 64 = 1152 samples -> 2 x 576)"""
-    update_epochs: int = 4
-    """passes over each rollout"""
-    gamma: Optional[float] = None
-    """discount factor (default 0.999; 0.995 for Swimmer and Hopper)"""
-    gae_lambda: float = 0.9
-    """lambda of generalized advantage estimation"""
-    clip_coef: float = 0.2
-    """PPO clip coefficient epsilon (also clips the distillation term)"""
-    ent_coef: float = 0.0
-    """entropy coefficient alpha"""
-    vf_coef: float = 0.5
-    """value loss coefficient c_v"""
-    max_grad_norm: float = 0.5
-    """gradient clipping norm"""
-    norm_adv: bool = True
-    """normalize advantages per minibatch"""
-    norm_reward: bool = True
-    """scale rewards by a running estimate of the std of the discounted return"""
-    adam_eps: float = 1e-5
-    """Adam epsilon"""
+    """imperfect teacher (paper Table 2: 0.05): N(0, std^2) noise on its parameters, seeded by --seed"""  # PPD
+    total_timesteps: int = 2_000_000  # environment steps to train
+    learning_rate: float = 3e-4  # Adam learning rate
+    anneal_lr: bool = False  # decay the learning rate linearly to 0
+    num_envs: int = 18  # parallel environments
+    num_steps: int = 64  # steps per environment per rollout
+    minibatch_size: int = 512  # a rollout is split into the whole number of equal minibatches closest to this
+    update_epochs: int = 4  # passes over each rollout
+    gamma: Optional[float] = None  # discount factor (default 0.999; 0.995 for Swimmer and Hopper)
+    gae_lambda: float = 0.9  # lambda of generalized advantage estimation
+    clip_coef: float = 0.2  # PPO clip coefficient epsilon (also of the distillation term)
+    ent_coef: float = 0.0  # entropy coefficient alpha
+    vf_coef: float = 0.5  # value loss coefficient c_v
+    max_grad_norm: float = 0.5  # gradient clipping norm
+    norm_adv: bool = True  # normalize advantages per minibatch
+    norm_reward: bool = True  # scale rewards by a running std of the discounted return
+    adam_eps: float = 1e-5  # Adam epsilon
 
 
 # the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
-FLAG_RANGES = {
-    "seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1", "video_seconds": "> 0",
-    "torso_mass_scale": "> 0", "mass_randomization": "in [0, 1)",
-    "teacher_noise_std": ">= 0",  # PPD
-    "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1",
-    "minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]", "clip_coef": "> 0",
-    "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0",
-}
+FLAG_RANGES = {"seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1", "video_seconds": "> 0"}
+FLAG_RANGES |= {"torso_mass_scale": "> 0", "mass_randomization": "in [0, 1)"}
+FLAG_RANGES["teacher_noise_std"] = ">= 0"  # PPD
+FLAG_RANGES |= {"total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1"}
+FLAG_RANGES |= {"minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]"}
+FLAG_RANGES |= {"clip_coef": "> 0", "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0"}
+RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0}
+RULES |= {"in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1}
 
 
 class UsageError(Exception):
@@ -153,10 +116,6 @@ class UsageError(Exception):
 def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1,
-         "in [0, 1)": lambda v: 0 <= v < 1}
 
 
 def check_ranges(args: Args, ranges: dict) -> None:
@@ -173,37 +132,32 @@ def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: st
         return
     bad = [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["gradient"]
     print(file=sys.stderr)  # off the progress bar's line
-    fail(f"non-finite {', '.join(bad)} in update {iteration}; the run stopped, its last good checkpoint is in {run_dir} "
-         "(try a lower --learning-rate, or check the env's rewards and observations)", code=3)
+    msg = f"non-finite {', '.join(bad)} in update {iteration}; the run stopped, its last good checkpoint is in "
+    fail(msg + f"{run_dir} (try a lower --learning-rate, or check the env's rewards and observations)", code=3)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Environments
-# ----------------------------------------------------------------------------------------------------
+# ---- Environments
 def check_env_id(env_id: str) -> None:
-    """Raise UsageError naming the closest known ids when gymnasium does not know env_id, or the script to use for an
-    Atari or Procgen id (registered or not: ale-py registers its ids only once imported)."""
-    if env_id.startswith("procgen:") or ((env_id.startswith("ALE/") or env_id.endswith("NoFrameskip-v4")) and "-ram" not in env_id):
-        raise UsageError(f"{env_id} is a pixel env (Atari or Procgen); this script distills MLP policies on flat-observation "
-                         "envs: use ppd_atari.py or ppd_procgen.py")
+    """UsageError naming the closest known ids of an unknown env, or the script for a pixel env (even unregistered)."""
+    atari = (env_id.startswith("ALE/") or env_id.endswith("NoFrameskip-v4")) and "-ram" not in env_id
+    if env_id.startswith("procgen:") or atari:
+        pixel = f"{env_id} is a pixel env (Atari or Procgen); this script distills MLP policies on flat-observation"
+        raise UsageError(pixel + " envs: use ppd_atari.py or ppd_procgen.py")
     if env_id not in gym.registry:
-        close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.5)
-        raise UsageError(f"gymnasium does not know the env id '{env_id}'; closest known ids: {', '.join(close) or 'none'}"
-                         " (pixel envs: ppd_atari.py, ppd_procgen.py)")
+        close = ", ".join(difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.5)) or "none"
+        unknown = f"gymnasium does not know the env id '{env_id}'; closest known ids: {close}"
+        raise UsageError(unknown + " (pixel envs: ppd_atari.py, ppd_procgen.py)")
 
 
 class MassRandomization(gym.Wrapper):
-    """The seed report's domain-randomized Hopper (any MuJoCo env with a body named 'torso'): the torso's mass
-    multiplied by `torso_scale` for good (0.7: the 'source' env, the unmodified one being the 'target'), and at
-    every reset every other body's mass multiplied by U(1 - spread, 1 + spread) of its nominal value (uniform
-    domain randomization, Tobin et al. 2017), drawn from the env's own seeded RNG."""
+    """The seed report's Hopper (any MuJoCo env with a 'torso' body): torso mass x torso_scale for good; at every reset
+    every other body's mass x U(1 - spread, 1 + spread) (domain randomization, Tobin et al. 2017) from its RNG."""
 
     def __init__(self, env: gym.Env, torso_scale: float, spread: float):
         super().__init__(env)
         model = env.unwrapped.model
-        names = [model.body(i).name for i in range(model.nbody)]
-        self.torso, self.spread = names.index("torso"), spread
-        self.nominal = model.body_mass.copy()
+        self.torso = [model.body(i).name for i in range(model.nbody)].index("torso")
+        self.spread, self.nominal = spread, model.body_mass.copy()
         self.nominal[self.torso] *= torso_scale
         model.body_mass[:] = self.nominal
 
@@ -219,27 +173,26 @@ class MassRandomization(gym.Wrapper):
 def check_mass_options(env_id: str, torso_scale: float, spread: float) -> None:
     if torso_scale == 1.0 and spread == 0.0:
         return
-    if not 0 <= spread < 1 or torso_scale <= 0:
-        raise UsageError(f"--mass-randomization must be in [0, 1) and --torso-mass-scale > 0, got {spread} and {torso_scale}")
     model = getattr(gym.make(env_id).unwrapped, "model", None)
     if model is None or "torso" not in [model.body(i).name for i in range(model.nbody)]:
-        raise UsageError(f"--torso-mass-scale and --mass-randomization need a MuJoCo env with a body named 'torso', "
-                         f"{env_id} has none; drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ...")
+        need = "--torso-mass-scale and --mass-randomization need a MuJoCo env with a body named 'torso', "
+        raise UsageError(need + f"{env_id} has none; drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ...")
 
 
 def make_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: float = 0.0) -> gym.vector.VectorEnv:
-    """Flat-Box envs in one process (AsyncVectorEnv was never faster on 2 cores). SAME_STEP autoreset: an
-    ended episode's last observation comes in info['final_obs'] so a truncation can be bootstrapped."""
+    """Flat-Box envs in one process; SAME_STEP autoreset: info['final_obs'] lets a truncation be bootstrapped."""
+
     def make_env():
         env = gym.make(env_id)
         return MassRandomization(env, torso_scale, spread) if torso_scale != 1.0 or spread > 0 else env
 
-    envs = gym.vector.SyncVectorEnv([make_env for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = gym.vector.SyncVectorEnv([make_env] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
-    if not isinstance(envs.single_observation_space, gym.spaces.Box) or len(envs.single_observation_space.shape) != 1:
-        raise UsageError(f"{env_id} has observation space {envs.single_observation_space}; this script needs a flat Box")
-    if not isinstance(envs.single_action_space, (gym.spaces.Box, gym.spaces.Discrete)):
-        raise UsageError(f"{env_id} has action space {envs.single_action_space}; only Box and Discrete are supported")
+    obs_space, action_space = envs.single_observation_space, envs.single_action_space
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise UsageError(f"{env_id} has observation space {obs_space}; this script needs a flat Box")
+    if not isinstance(action_space, (gym.spaces.Box, gym.spaces.Discrete)):
+        raise UsageError(f"{env_id} has action space {action_space}; only Box and Discrete are supported")
     return envs
 
 
@@ -250,15 +203,12 @@ def time_limit_of(env: gym.Env):
 
 
 def env_state(envs: gym.vector.VectorEnv, raw_obs: np.ndarray):
-    """What a resumed run needs to take the very steps the uninterrupted run would have taken: per env its
-    physics (MuJoCo's integration state and body masses, or a classic-control env's `state`), RNG and time-limit
-    counter, the episode statistics and the last observations. None for an env whose state is not reachable
-    (the resumed run then starts fresh episodes)."""
+    """What a resumed run needs to take the very steps of the uninterrupted run: per env its physics, RNG and time-limit
+    counter; the episode statistics and last observations. None if out of reach (the run then starts new episodes)."""
     per_env = []
     for env in envs.unwrapped.envs:
-        core, time_limit = env.unwrapped, time_limit_of(env)
-        state = {"rng": core.np_random.bit_generator.state,
-                 "elapsed_steps": getattr(time_limit, "_elapsed_steps", None)}
+        core, elapsed = env.unwrapped, getattr(time_limit_of(env), "_elapsed_steps", None)
+        state = {"rng": core.np_random.bit_generator.state, "elapsed_steps": elapsed}
         if hasattr(core, "model") and hasattr(core, "data"):  # MuJoCo
             import mujoco
 
@@ -270,9 +220,10 @@ def env_state(envs: gym.vector.VectorEnv, raw_obs: np.ndarray):
         else:
             return None
         per_env.append(state)
-    return {"envs": per_env, "raw_obs": torch.from_numpy(raw_obs.copy()),
-            "episode_returns": torch.from_numpy(envs.episode_returns.copy()),
-            "episode_lengths": torch.from_numpy(envs.episode_lengths.copy()), "episode_count": int(envs.episode_count)}
+    saved = {"envs": per_env, "raw_obs": torch.from_numpy(raw_obs.copy())}
+    saved["episode_returns"] = torch.from_numpy(envs.episode_returns.copy())
+    saved["episode_lengths"] = torch.from_numpy(envs.episode_lengths.copy())
+    return saved | {"episode_count": int(envs.episode_count)}
 
 
 def set_env_state(envs: gym.vector.VectorEnv, saved: dict) -> np.ndarray:
@@ -295,9 +246,7 @@ def set_env_state(envs: gym.vector.VectorEnv, saved: dict) -> np.ndarray:
 
 
 class RunningMeanStd:
-    """Running mean and variance (parallel algorithm of Chan et al.), as in SB3's VecNormalize. Clip and epsilon of
-    normalize() are SB3's defaults unless the loaded statistics hold others (an imported teacher: its VecNormalize's,
-    or epsilon 0 and no clip for one trained on raw observations)."""
+    """Running mean and variance (Chan et al.) as SB3's VecNormalize, whose clip and epsilon a loaded state may set."""
 
     def __init__(self, shape=()):
         self.mean, self.var, self.count = np.zeros(shape, np.float64), np.ones(shape, np.float64), 1e-4
@@ -307,7 +256,8 @@ class RunningMeanStd:
         batch_mean, batch_var, batch_count = x.mean(0), x.var(0), x.shape[0]
         delta, total = batch_mean - self.mean, self.count + batch_count
         self.mean = self.mean + delta * batch_count / total
-        self.var = (self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total) / total
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        self.var = m2 / total
         self.count = total
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
@@ -326,19 +276,15 @@ class RunningMeanStd:
         return self
 
 
-# ----------------------------------------------------------------------------------------------------
-# Networks (paper Table 4): separate actor and critic of the same architecture
-# ----------------------------------------------------------------------------------------------------
+# ---- Networks (paper Table 4): separate actor and critic of the same architecture
 ARCHS = {"smaller": {"hidden": [128, 64]}, "same": {"hidden": [256, 256]}, "larger": {"hidden": [512, 512]}}
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}  # arch_config["activation"] (absent: relu, ours)
 
 
 def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
     return layer
-
-
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}  # arch_config["activation"] (absent: relu, ours)
 
 
 def mlp(in_dim: int, hidden: list, out_dim: int, head_std: float, activation: str = "relu") -> nn.Sequential:
@@ -350,8 +296,7 @@ def mlp(in_dim: int, hidden: list, out_dim: int, head_std: float, activation: st
 
 
 class Actor(nn.Module):
-    """pi(a|s): Categorical over logits, or a diagonal Gaussian with a state-independent log-std (actions are
-    clipped only when sent to the env)."""
+    """pi(a|s): Categorical over logits, or a diagonal Gaussian with a state-independent log-std."""
 
     def __init__(self, body: nn.Module, action_space: gym.Space):
         super().__init__()
@@ -371,9 +316,9 @@ class Agent(nn.Module):
     def __init__(self, config: dict, obs_shape: tuple, action_space: gym.Space):
         super().__init__()
         n_out = int(np.prod(action_space.shape)) if isinstance(action_space, gym.spaces.Box) else int(action_space.n)
-        activation = config.get("activation", "relu")
-        self.actor = Actor(mlp(int(np.prod(obs_shape)), config["hidden"], n_out, head_std=0.01, activation=activation), action_space)
-        self.critic = mlp(int(np.prod(obs_shape)), config["hidden"], 1, head_std=1.0, activation=activation)
+        n_in, hidden, activation = int(np.prod(obs_shape)), config["hidden"], config.get("activation", "relu")
+        self.actor = Actor(mlp(n_in, hidden, n_out, head_std=0.01, activation=activation), action_space)
+        self.critic = mlp(n_in, hidden, 1, head_std=1.0, activation=activation)
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
@@ -389,9 +334,7 @@ def greedy_action(dist) -> torch.Tensor:
     return dist.base_dist.loc if isinstance(dist, Independent) else dist.probs.argmax(-1)
 
 
-# ----------------------------------------------------------------------------------------------------  # PPD
-# The distillation term (paper Eq. 2)  # PPD
-# ----------------------------------------------------------------------------------------------------  # PPD
+# ---- The distillation term (paper Eq. 2)  # PPD
 def dist_params(dist) -> tuple:  # PPD
     """(logits,) of a Categorical or (mean, log_std) of a diagonal Gaussian: what is kept of a teacher."""  # PPD
     if isinstance(dist, Independent):  # PPD
@@ -400,14 +343,12 @@ def dist_params(dist) -> tuple:  # PPD
 
 
 def kl_divergence(teacher: tuple, student: tuple, direction: str = "forward") -> torch.Tensor:  # PPD
-    """Analytic KL over the whole action distribution, per state."""  # PPD
-    # forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)  # PPD
-    # Categorical: (logits,); diagonal Gaussian: (mean, log_std), summed over the action dimensions  # PPD
+    """Analytic KL over the whole action distribution, per state; forward: KL(teacher || student)."""  # PPD
     p, q = (teacher, student) if direction == "forward" else (student, teacher)  # PPD
-    if len(p) == 1:  # PPD
+    if len(p) == 1:  # Categorical: (logits,)  # PPD
         log_p, log_q = torch.log_softmax(p[0], -1), torch.log_softmax(q[0], -1)  # PPD
         return (log_p.exp() * (log_p - log_q)).sum(-1)  # PPD
-    (mean_p, log_std_p), (mean_q, log_std_q) = p, q  # PPD
+    (mean_p, log_std_p), (mean_q, log_std_q) = p, q  # diagonal Gaussian, summed over the action dimensions  # PPD
     var_ratio = torch.exp(2 * (log_std_p - log_std_q))  # PPD
     return (0.5 * (var_ratio + ((mean_p - mean_q) / log_std_q.exp()) ** 2 - 1) - (log_std_p - log_std_q)).sum(-1)  # PPD
 
@@ -424,19 +365,18 @@ def teacher_weights(weights, num_teachers: int) -> tuple:  # PPD
     """--teacher-weight checked (UsageError) and normalized to sum to 1; equal weights when none are given."""  # PPD
     weights = tuple(float(w) for w in weights) or (1.0,) * num_teachers  # PPD
     if len(weights) != num_teachers:  # PPD
-        raise UsageError(f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s); "  # PPD
-                         "give one weight per --teacher, in the same order, or none for equal weights")  # PPD
+        given = f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s)"  # PPD
+        raise UsageError(given + "; give one weight per --teacher, in the same order, or none for equal weights")  # PPD
     if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:  # PPD
-        raise UsageError("--teacher-weight must be finite, >= 0 and not all 0, "  # PPD
-                         f"got {', '.join(map(str, weights))}")  # PPD
+        got = ", ".join(map(str, weights))  # PPD
+        raise UsageError(f"--teacher-weight must be finite, >= 0 and not all 0, got {got}")  # PPD
     return tuple(w / sum(weights) for w in weights)  # PPD
 
 
-def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_student_return: Optional[float],  # PPD
-                    teacher_return: Optional[float]) -> float:  # PPD
-    """lambda at environment step `step` of `total` (--distill-coef-schedule)."""  # PPD
-    # recent_student_return: mean return of the student's last training episodes, None before the first one ends;  # PPD
-    # teacher_return: R_teacher (adaptive only)  # PPD
+def distill_coef_at(schedule, coef, step, total, recent_student_return, teacher_return) -> float:  # PPD
+    """lambda at env step `step` of `total` (--distill-coef-schedule)."""  # PPD
+    # adaptive only: recent_student_return, the mean return of the student's last training episodes (None before  # PPD
+    # the first one ends), and teacher_return, R_teacher  # PPD
     progress = min(max(step / total, 0.0), 1.0)  # PPD
     if schedule == "constant":  # PPD
         return coef  # PPD
@@ -452,9 +392,15 @@ def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_st
     raise ValueError(f"unknown distill-coef schedule '{schedule}'")  # PPD
 
 
-# ----------------------------------------------------------------------------------------------------
-# Checkpoints (SPEC section 7): one self-describing file, the same for teachers and students
-# ----------------------------------------------------------------------------------------------------
+def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:  # PPD
+    """UsageError naming the converter when a teacher is a Stable-Baselines3 (.zip) or CleanRL file."""  # PPD
+    for path in paths:  # PPD
+        if path.endswith((".zip", ".cleanrl_model")):  # PPD
+            cmd = f"python -m ppd_tools.convert_teacher {path} --env-id {env_id or '<env>'} --output teacher.pt"  # PPD
+            raise UsageError(f"'{path}' is a Stable-Baselines3 / CleanRL file; convert it first: {cmd}")  # PPD
+
+
+# ---- Checkpoints (SPEC section 7): one self-describing file, the same for teachers and students
 def space_dict(space: gym.Space) -> dict:
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "discrete", "n": int(space.n)}
@@ -479,53 +425,47 @@ def atomic_save(obj, path: str, as_json: bool = False) -> None:
 
 
 def model_dict(agent: Agent, args: Args, obs_shape, action_space, obs_rms, global_step, evaluation=None) -> dict:
-    return {
-        "format_version": FORMAT_VERSION,
-        "env_id": args.env_id,
-        "domain": "mlp",
-        "arch": args.student_arch,
-        "arch_config": ARCHS[args.student_arch],
-        "actor": agent.actor.state_dict(),
-        "critic": agent.critic.state_dict(),
-        "obs_shape": list(obs_shape),
-        "action_space": space_dict(action_space),
-        "obs_rms": obs_rms.state_dict(),
-        "env_config": {"torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization},
-        "args": asdict(args),
-        "global_step": global_step,
-        "eval": evaluation,
-    }
+    d = {"format_version": FORMAT_VERSION, "env_id": args.env_id, "domain": "mlp", "arch": args.student_arch}
+    d |= {"arch_config": ARCHS[args.student_arch], "actor": agent.actor.state_dict()}
+    d |= {"critic": agent.critic.state_dict(), "obs_shape": list(obs_shape), "action_space": space_dict(action_space)}
+    d["obs_rms"] = obs_rms.state_dict()
+    d["env_config"] = {"torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization}
+    return d | {"args": asdict(args), "global_step": global_step, "eval": evaluation}
 
 
 def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, action_space=None) -> dict:
     """Read a checkpoint and check it against the env; raise UsageError with a one-line reason otherwise."""
     if os.path.isdir(path):
-        path = os.path.join(path, "model.pt") if os.path.exists(os.path.join(path, "model.pt")) else os.path.join(path, "checkpoint.pt")
+        model = os.path.join(path, "model.pt")
+        path = model if os.path.exists(model) else os.path.join(path, "checkpoint.pt")
     if not os.path.isfile(path):
         raise UsageError(f"checkpoint '{path}' does not exist; pass the model.pt written by train_teacher.py")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, ...
-        raise UsageError(f"cannot read checkpoint '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                         "it is truncated or not a checkpoint, train or copy it again")
+        why = f"cannot read checkpoint '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        raise UsageError(why + "; it is truncated or not a checkpoint, train or copy it again")
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
-        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); pass a model.pt written by train_teacher.py")
+        why = f"'{path}' is not a checkpoint of these scripts (no format_version)"
+        raise UsageError(why + "; pass a model.pt written by train_teacher.py")
     if ckpt["format_version"] != FORMAT_VERSION:
-        raise UsageError(f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read "
-                         f"version {FORMAT_VERSION}; re-save it with the matching version of the scripts")
+        why = f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read version "
+        raise UsageError(why + f"{FORMAT_VERSION}; re-save it with the matching version of the scripts")
     if ckpt["domain"] != "mlp":
-        raise UsageError(f"checkpoint '{path}' is a model of the {ckpt['domain']} domain ({ckpt['env_id']}); use ppd_{ckpt['domain']}.py for it")
+        why = f"checkpoint '{path}' is a model of the {ckpt['domain']} domain ({ckpt['env_id']})"
+        raise UsageError(why + f"; use ppd_{ckpt['domain']}.py for it")
     if env_id is not None and ckpt["env_id"] != env_id:
-        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; "
-                         f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}")
+        why = f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}"
+        raise UsageError(why + f"; pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}")
     if obs_shape is not None and tuple(ckpt["obs_shape"]) != tuple(obs_shape):
-        raise UsageError(f"checkpoint '{path}' expects observations of shape {tuple(ckpt['obs_shape'])}, the env gives "
-                         f"{tuple(obs_shape)}; use a checkpoint trained on this env")
+        why = f"checkpoint '{path}' expects observations of shape {tuple(ckpt['obs_shape'])}"
+        raise UsageError(why + f", the env gives {tuple(obs_shape)}; use a checkpoint trained on this env")
     if action_space is not None and ckpt["action_space"] != space_dict(action_space):
-        raise UsageError(f"checkpoint '{path}' has action space {ckpt['action_space']}, the env has "
-                         f"{space_dict(action_space)}; use a checkpoint trained on this env")
+        why = f"checkpoint '{path}' has action space {ckpt['action_space']}, the env has {space_dict(action_space)}"
+        raise UsageError(why + "; use a checkpoint trained on this env")
     if ckpt.get("obs_rms") is None:
-        raise UsageError(f"checkpoint '{path}' has no observation normalization statistics; without them the policy is useless")
+        why = f"checkpoint '{path}' has no observation normalization statistics"
+        raise UsageError(why + "; without them the policy is useless")
     return ckpt
 
 
@@ -536,25 +476,10 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
     return agent
 
 
-# ----------------------------------------------------------------------------------------------------  # PPD
-# Foreign teachers: a Stable-Baselines3 .zip or CleanRL .cleanrl_model is converted first  # PPD
-# by ppd_tools/convert_teacher.py  # PPD
-# ----------------------------------------------------------------------------------------------------  # PPD
-def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:  # PPD
-    """UsageError naming the converter when a teacher is a Stable-Baselines3 or CleanRL file."""  # PPD
-    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]  # PPD
-    if foreign:  # PPD
-        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: python -m "  # PPD
-                         f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} "  # PPD
-                         "--output teacher.pt")  # PPD
-
-
-# ----------------------------------------------------------------------------------------------------
-# PPO pieces
-# ----------------------------------------------------------------------------------------------------
+# ---- PPO pieces
 def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
-    """Generalized advantage estimation over a [T, N] rollout. dones[t] = the episode ended at step t; a
-    truncated step has gamma * V(final observation) already added to its reward, so every end cuts here."""
+    """Generalized advantage estimation over a [T, N] rollout. dones[t]: the episode ended at step t; a truncated
+    step has gamma * V(final observation) already added to its reward, so every end cuts here."""
     advantages = torch.zeros_like(rewards)
     last_gae = torch.zeros_like(last_value)
     for t in reversed(range(rewards.shape[0])):
@@ -572,14 +497,12 @@ def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
         raise UsageError(f"--minibatch-size must be positive, got {minibatch_size}")
     n = max(1, round(batch_size / minibatch_size))
     if batch_size % n:
-        raise UsageError(f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal "
-                         f"minibatches of about {minibatch_size}; change --num-envs, --num-steps or --minibatch-size")
+        why = f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal minibatches"
+        raise UsageError(why + f" of about {minibatch_size}; change --num-envs, --num-steps or --minibatch-size")
     return n, batch_size // n
 
 
-# ----------------------------------------------------------------------------------------------------
-# Evaluation (SPEC section 5): deterministic actions, same protocol and seeds for teacher and student
-# ----------------------------------------------------------------------------------------------------
+# ---- Evaluation (SPEC section 5): deterministic actions, same protocol and seeds for teacher and student
 def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, device, obs_rms, num_envs: int = 10) -> tuple:
     """Returns of `episodes` full episodes; each env plays a fixed quota, so short episodes are not favoured."""
     num_envs = min(num_envs, episodes)
@@ -609,20 +532,16 @@ def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, device, obs_rm
 
 
 def eval_summary(returns: list, truncated: int) -> dict:
-    """eval.json's numbers; truncated_episodes: episodes cut by a time limit (MuJoCo: its 1000 steps, the normal end of
-    an episode without a fall; Atari: --eval-max-frames) rather than ended by the env."""
-    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "episodes": len(returns), "truncated_episodes": truncated, "returns": returns}
+    """eval.json's numbers; truncated_episodes: episodes cut by a time limit rather than ended by the env."""
+    summary = {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "episodes": len(returns)}
+    return summary | {"truncated_episodes": truncated, "returns": returns}
 
 
-# ----------------------------------------------------------------------------------------------------
-# Run folders
-# ----------------------------------------------------------------------------------------------------
-# the flags a resumed run must keep
-STRUCTURAL = ("env_id", "torso_mass_scale", "mass_randomization", "student_arch", "seed", "num_envs", "num_steps",
-              "minibatch_size")
-STRUCTURAL += ("teacher", "distill_coef", "kl_direction", "teacher_noise_std", "teacher_weight",  # PPD
-               "distill_coef_schedule", "teacher_return")  # PPD
+# ---- Run folders
+STRUCTURAL = ("env_id", "torso_mass_scale", "mass_randomization", "student_arch", "seed", "num_envs", "num_steps")
+STRUCTURAL += ("minibatch_size",)  # with the above: the flags a resumed run must keep
+STRUCTURAL += ("teacher", "distill_coef", "kl_direction", "teacher_noise_std", "teacher_weight")  # PPD
+STRUCTURAL += ("distill_coef_schedule", "teacher_return")  # PPD
 
 
 def prepare_run(args: Args, default_name: str):
@@ -632,17 +551,20 @@ def prepare_run(args: Args, default_name: str):
         path = os.path.join(run_dir, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
-            raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
-        if isinstance(state["args"].get("teacher"), str):  # a run from before several teachers  # PPD
-            state["args"]["teacher"] = (state["args"]["teacher"],)  # PPD
-        changed = [k for k in STRUCTURAL if k in state["args"] and state["args"][k] != getattr(args, k)]  # flags newer than the run: as it ran
+            why = f"'{path}' holds a finished model without training state"
+            raise UsageError(why + "; resume from a run's checkpoint.pt")
+        old = state["args"]
+        if isinstance(old.get("teacher"), str):  # a run from before several teachers  # PPD
+            old["teacher"] = (old["teacher"],)  # PPD
+        changed = [k for k in STRUCTURAL if k in old and old[k] != getattr(args, k)]  # flags newer than the run: ok
         if changed:
-            raise UsageError(f"--resume: these flags differ from the interrupted run: "
-                             + ", ".join(f"--{k.replace('_', '-')} {state['args'][k]!r} (now {getattr(args, k)!r})" for k in changed)
-                             + "; resume with the run's original flags")
-        batch = args.num_envs * args.num_steps
-        if state["global_step"] >= (args.total_timesteps // batch) * batch and os.path.exists(os.path.join(run_dir, "model.pt")):
-            raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; raise --total-timesteps to continue it")
+            flags = ", ".join(f"--{k.replace('_', '-')} {old[k]!r} (now {getattr(args, k)!r})" for k in changed)
+            why = f"--resume: these flags differ from the interrupted run: {flags}"
+            raise UsageError(why + "; resume with the run's original flags")
+        batch, done = args.num_envs * args.num_steps, state["global_step"]
+        if done >= (args.total_timesteps // batch) * batch and os.path.exists(os.path.join(run_dir, "model.pt")):
+            why = f"the run at {run_dir} already reached {done} steps"
+            raise UsageError(why + "; raise --total-timesteps to continue it")
         return run_dir, state
     run_dir = os.path.join(args.output_dir, args.run_name or default_name)
     if os.path.exists(run_dir):
@@ -650,7 +572,8 @@ def prepare_run(args: Args, default_name: str):
     try:
         os.makedirs(args.output_dir, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); pass a writable --output-dir")
+        why = f"cannot create output folder '{args.output_dir}' ({e.strerror})"
+        raise UsageError(why + "; pass a writable --output-dir")
     if not os.access(args.output_dir, os.W_OK):
         raise UsageError(f"output folder '{args.output_dir}' is not writable; pass a writable --output-dir")
     os.makedirs(run_dir)
@@ -663,7 +586,8 @@ def main(args: Args) -> dict:
         check_ranges(args, FLAG_RANGES)
         if args.distill_coef < 0:  # PPD
             raise UsageError(f"--distill-coef must be >= 0 (0 gives plain PPO), got {args.distill_coef}")  # PPD
-        args.teacher = (args.teacher,) if isinstance(args.teacher, str) else (tuple(args.teacher) or (DEFAULT_TEACHER,))  # PPD
+        args.teacher = (args.teacher,) if isinstance(args.teacher, str) else tuple(args.teacher)  # PPD
+        args.teacher = args.teacher or (DEFAULT_TEACHER,)  # PPD
         args.teacher_weight = teacher_weights(args.teacher_weight, len(args.teacher))  # normalized, sum 1  # PPD
         if args.teacher_return is not None and not math.isfinite(args.teacher_return):  # PPD
             raise UsageError(f"--teacher-return must be a finite number, got {args.teacher_return}")  # PPD
@@ -687,22 +611,25 @@ def main(args: Args) -> dict:
                 raise UsageError(f"--capture-video: {problem}; or leave out --capture-video")
         if args.gamma is None:
             args.gamma = 0.995 if any(k in args.env_id for k in ("Swimmer", "Hopper")) else 0.999
-        if args.total_timesteps < args.num_envs * args.num_steps:
-            raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
-                             f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
-        num_minibatches, minibatch_size = minibatch_split(args.num_envs * args.num_steps, args.minibatch_size)
+        batch_size = args.num_envs * args.num_steps
+        if args.total_timesteps < batch_size:
+            rollout = f"({args.num_envs} x {args.num_steps} = {batch_size} steps)"
+            raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout {rollout}")
+        _, minibatch_size = minibatch_split(batch_size, args.minibatch_size)
         envs = make_envs(args.env_id, args.num_envs, args.torso_mass_scale, args.mass_randomization)
-        # every teacher fits the env  # PPD
-        teacher_ckpts = [load_checkpoint(path, args.env_id, envs.single_observation_space.shape,  # PPD
-                                         envs.single_action_space) for path in args.teacher]  # PPD
+        obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
+        teacher_ckpts = [load_checkpoint(p, args.env_id, obs_shape, action_space) for p in args.teacher]  # PPD
         default_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         run_dir, resume_state = prepare_run(args, default_name)
     except UsageError as e:
         fail(str(e))
-    batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
-    obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    eval_seed = args.seed + 10_000  # the final evaluation's (SPEC section 5): every policy on the same episodes
+
+    def score(actor: Actor, rms: RunningMeanStd, episodes: int = args.eval_episodes) -> dict:
+        """Evaluation (SPEC section 5): every policy with the same protocol and seeds."""
+        return eval_summary(*evaluate(actor, args.env_id, episodes, eval_seed, device, rms))
 
     # the teachers are built before seeding, so that the student's initialization matches plain PPO's  # PPD
     teachers = [agent_from_checkpoint(ckpt) for ckpt in teacher_ckpts]  # PPD
@@ -721,8 +648,8 @@ def main(args: Args) -> dict:
             teacher_return = (teacher_ckpts[0].get("eval") or {}).get("mean_return")  # PPD
         if teacher_return is None:  # PPD
             print("measuring the teacher's return for the adaptive lambda (10 episodes)", flush=True)  # PPD
-            teacher_return = eval_summary(*evaluate(teachers[0].actor, args.env_id, min(10, args.eval_episodes),  # PPD
-                                                    args.seed + 10_000, device, teacher_obs_rms[0]))["mean_return"]  # PPD
+            episodes = min(10, args.eval_episodes)  # PPD
+            teacher_return = score(teachers[0].actor, teacher_obs_rms[0], episodes)["mean_return"]  # PPD
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -730,7 +657,7 @@ def main(args: Args) -> dict:
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     agent = Agent(ARCHS[args.student_arch], obs_shape, action_space).to(device)
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     obs_rms = RunningMeanStd(obs_shape)  # observation normalization, updated from the rollouts (SB3's VecNormalize)
     # both networks see the observations normalized by the first teacher's statistics, frozen (paper A.2)  # PPD
     obs_rms.load_state_dict(teacher_ckpts[0]["obs_rms"])  # PPD
@@ -755,12 +682,13 @@ def main(args: Args) -> dict:
     if args.track:
         import wandb
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
-                   name=os.path.basename(run_dir), sync_tensorboard=True, save_code=True)
+        run = dict(project=args.wandb_project_name, entity=args.wandb_entity, name=os.path.basename(run_dir))
+        wandb.init(**run, config=vars(args), sync_tensorboard=True, save_code=True)
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resume_state is not None else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
 
     # SLURM sends SIGTERM before it kills a job, a user presses Ctrl-C: finish the update, write a checkpoint, exit
     stop = {"signal": None}
@@ -769,35 +697,32 @@ def main(args: Args) -> dict:
         if signum == signal.SIGINT and stop["signal"] == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once (see the end of this file)
         if signum == signal.SIGINT:
-            print("\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again stops at once)", file=sys.stderr)
+            finishing = "\nCtrl-C: finishing this update, then writing a checkpoint"
+            print(finishing + " (Ctrl-C again stops at once)", file=sys.stderr)
         stop.update(signal=signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
     def save_checkpoint(iteration: int) -> None:
-        state = model_dict(agent, args, obs_shape, action_space, obs_rms, global_step)
-        np_state = np.random.get_state()
-        state["train_state"] = {"optimizer": optimizer.state_dict(), "return_rms": return_rms.state_dict(),
-                                "iteration": iteration, "torch_rng": torch.get_rng_state(),
-                                "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
-                                "python_rng": random.getstate(), "envs": env_state(envs, raw_obs),
-                                "discounted_return": torch.from_numpy(discounted_return.copy()),
-                                "recent_returns": list(recent_returns)}
-        state["train_state"]["teacher_return"] = teacher_return  # R_teacher of the adaptive lambda  # PPD
+        np_rng = tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np.random.get_state())
+        ts = {"optimizer": optimizer.state_dict(), "return_rms": return_rms.state_dict(), "iteration": iteration}
+        ts |= {"torch_rng": torch.get_rng_state(), "numpy_rng": np_rng, "python_rng": random.getstate()}
+        ts |= {"envs": env_state(envs, raw_obs), "discounted_return": torch.from_numpy(discounted_return.copy())}
+        ts["recent_returns"] = list(recent_returns)
+        ts["teacher_return"] = teacher_return  # R_teacher of the adaptive lambda  # PPD
+        state = model_dict(agent, args, obs_shape, action_space, obs_rms, global_step) | {"train_state": ts}
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
 
     # ALGO Logic: storage setup
     obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs) + action_space.shape, device=device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    dones = torch.zeros((args.num_steps, args.num_envs), device=device)
-    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    logprobs, rewards, dones, values = (torch.zeros((args.num_steps, args.num_envs), device=device) for _ in range(4))
     raw_observations = np.zeros((args.num_steps, args.num_envs) + obs_shape)  # for the teachers' normalizations  # PPD
 
     # a resumed run continues the very episodes it was in (or, for envs whose state is out of reach, new ones)
-    raw_obs, _ = envs.reset(seed=args.seed if saved_envs is not None or resume_state is None else args.seed + global_step)
+    fresh = resume_state is not None and saved_envs is None
+    raw_obs, _ = envs.reset(seed=args.seed + global_step if fresh else args.seed)
     if saved_envs is not None:
         raw_obs = set_env_state(envs, saved_envs)
 
@@ -810,14 +735,15 @@ def main(args: Args) -> dict:
 
     next_obs = torch.as_tensor(normalize_obs(raw_obs, update=saved_envs is None), device=device)
     start_time, start_step = time.time(), global_step
-    progress = tqdm(total=args.total_timesteps, initial=global_step, unit="step", dynamic_ncols=True,
-                    mininterval=1 if sys.stderr.isatty() else 30, desc=os.path.basename(run_dir))
+    bar = dict(unit="step", dynamic_ncols=True, mininterval=1 if sys.stderr.isatty() else 30)
+    progress = tqdm(total=args.total_timesteps, initial=global_step, desc=os.path.basename(run_dir), **bar)
     iteration = start_iteration - 1
     for iteration in range(start_iteration, num_iterations + 1):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
-        distill_coef = distill_coef_at(args.distill_coef_schedule, args.distill_coef, global_step, args.total_timesteps,  # PPD
-                                       float(np.mean(recent_returns)) if recent_returns else None, teacher_return)  # PPD
+        recent = float(np.mean(recent_returns)) if recent_returns else None  # PPD
+        schedule = (args.distill_coef_schedule, args.distill_coef)  # PPD
+        distill_coef = distill_coef_at(*schedule, global_step, args.total_timesteps, recent, teacher_return)  # PPD
 
         # ---- rollout
         # the student acts: student-driven distillation  # PPD
@@ -855,20 +781,19 @@ def main(args: Args) -> dict:
 
         # ---- advantages (GAE)
         with torch.no_grad():
-            advantages, returns = compute_gae(rewards, values, dones, agent.get_value(next_obs), args.gamma, args.gae_lambda)
+            last_value = agent.get_value(next_obs)
+            advantages, returns = compute_gae(rewards, values, dones, last_value, args.gamma, args.gae_lambda)
 
         # ---- PPO update
         # plus the distillation term of paper Eq. 2, from the teachers' outputs on the rollout  # PPD
         agent.train()
-        b_obs = obs.reshape((-1,) + obs_shape)
-        b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape((-1,) + action_space.shape)
-        b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
-        b_raw_observations = raw_observations.reshape((-1,) + obs_shape)  # PPD
-        # a teacher depends only on the states: one forward pass per rollout and teacher, giving  # PPD
-        # (logits,) or (mean, log_std) per state  # PPD
-        with torch.no_grad():  # PPD
-            b_teachers = [dist_params(teacher.actor(torch.as_tensor(rms.normalize(b_raw_observations), device=device)))  # PPD
-                          for teacher, rms in zip(teachers, teacher_obs_rms)]  # PPD
+        b_obs, b_actions = obs.reshape((-1,) + obs_shape), actions.reshape((-1,) + action_space.shape)
+        b_logprobs, b_advantages, b_returns, b_values = (x.reshape(-1) for x in (logprobs, advantages, returns, values))
+        b_raw_obs = raw_observations.reshape((-1,) + obs_shape)  # PPD
+        # a teacher depends only on the states: one forward pass per rollout, (logits,) or (mean, log_std)  # PPD
+        with torch.no_grad():  # each teacher sees the observations normalized by its own statistics  # PPD
+            b_obs_t = [torch.as_tensor(rms.normalize(b_raw_obs), device=device) for rms in teacher_obs_rms]  # PPD
+            b_teachers = [dist_params(teacher.actor(x)) for teacher, x in zip(teachers, b_obs_t)]  # PPD
         clipfracs = []
         kls, agreements, teacher_kls = [], [], []  # PPD
         for epoch in range(args.update_epochs):
@@ -886,8 +811,9 @@ def main(args: Args) -> dict:
                 if args.norm_adv:
                     mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
                 # PPO-clip objective (Schulman et al. 2017, Eq. 7), as a loss
-                pg_loss = torch.max(-mb_advantages * ratio,
-                                    -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
                 v_loss = ((newvalue - b_returns[mb_inds]) ** 2).mean()  # c_v * (V - R)^2, as SB3 (CleanRL halves it)
                 entropy_loss = entropy.mean()
                 mb_teachers = [tuple(x[mb_inds] for x in b_teacher) for b_teacher in b_teachers]  # PPD
@@ -915,38 +841,36 @@ def main(args: Args) -> dict:
                         same = dist.logits.argmax(-1) == mb_teachers[0][0].argmax(-1)  # PPD
                         agreements.append(same.float().mean().item())  # PPD
 
+        # ---- logging
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
         sps = int((global_step - start_step) / (time.time() - start_time))
-        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
-        writer.add_scalar("losses/explained_variance", explained_var, global_step)
-        writer.add_scalar("losses/distill_loss", distill_loss.item(), global_step)  # PPD
-        writer.add_scalar("distill/kl", np.mean(kls), global_step)  # PPD
-        for k, teacher_kl in enumerate(np.mean(teacher_kls, axis=0)):  # PPD
-            writer.add_scalar(f"distill/kl_teacher{k}", teacher_kl, global_step)  # PPD
-        writer.add_scalar("distill/lambda", distill_coef, global_step)  # PPD
-        writer.add_scalar("distill/mean_action_distance" if agent.actor.continuous else "distill/greedy_agreement",  # PPD
-                          np.mean(agreements), global_step)  # PPD
-        writer.add_scalar("charts/SPS", sps, global_step)
+        logs = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/value_loss": v_loss.item()}
+        logs |= {"losses/policy_loss": pg_loss.item(), "losses/entropy": entropy_loss.item()}
+        logs |= {"losses/old_approx_kl": old_approx_kl.item(), "losses/approx_kl": approx_kl.item()}
+        logs |= {"losses/clipfrac": np.mean(clipfracs), "losses/explained_variance": explained_var}
+        logs |= {"losses/distill_loss": distill_loss.item(), "distill/kl": np.mean(kls)}  # PPD
+        logs |= {f"distill/kl_teacher{k}": v for k, v in enumerate(np.mean(teacher_kls, axis=0))}  # PPD
+        logs["distill/lambda"] = distill_coef  # PPD
+        closeness = "mean_action_distance" if agent.actor.continuous else "greedy_agreement"  # PPD
+        logs[f"distill/{closeness}"] = np.mean(agreements)  # PPD
+        logs["charts/SPS"] = sps
+        for tag, value in logs.items():
+            writer.add_scalar(tag, value, global_step)
         progress.update(batch_size)
         postfix = {"sps": sps, "ret": f"{np.mean(recent_returns):.1f}" if recent_returns else "-"}
         postfix.update(kl=f"{np.mean(kls):.3f}", lam=f"{distill_coef:.3g}")  # PPD
         progress.set_postfix(postfix, refresh=False)
 
-        if stop["signal"] is not None or (args.checkpoint_every and global_step // args.checkpoint_every
-                                          > (global_step - batch_size) // args.checkpoint_every):
+        # ---- checkpoint: every --checkpoint-every steps, and when a signal asks to stop
+        every = args.checkpoint_every
+        if stop["signal"] is not None or (every and global_step // every > (global_step - batch_size) // every):
             save_checkpoint(iteration)
         if stop["signal"] is not None:
             writer.close()
-            print(f"\nstopped by signal {stop['signal']} at step {global_step}; checkpoint written, continue with "
-                  f"--resume {run_dir}", file=sys.stderr)
+            stopped = f"\nstopped by signal {stop['signal']} at step {global_step}; checkpoint written"
+            print(f"{stopped}, continue with --resume {run_dir}", file=sys.stderr)
             sys.exit(128 + stop["signal"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -955,55 +879,53 @@ def main(args: Args) -> dict:
     envs.close()
 
     # ---- final evaluation (SPEC section 5): every policy with the same protocol and seeds
-    student_eval = eval_summary(*evaluate(agent.actor, args.env_id, args.eval_episodes, args.seed + 10_000, device, obs_rms))
-    evaluation = {"env_id": args.env_id, "method": "ppo", "student_arch": args.student_arch, "global_step": global_step,
-                  "deterministic": True, "seed": args.seed,
-                  "train_env": {"torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization},
-                  "eval_env": f"{args.env_id}, unmodified", "student": student_eval,
-                  "command": " ".join(["python"] + sys.argv)}
+    student_eval = score(agent.actor, obs_rms)
+    evaluation = {"env_id": args.env_id, "method": "ppo", "student_arch": args.student_arch, "global_step": global_step}
+    train_env = {"torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization}
+    evaluation |= {"deterministic": True, "seed": args.seed, "train_env": train_env}
+    evaluation |= {"eval_env": f"{args.env_id}, unmodified", "student": student_eval}
+    evaluation["command"] = " ".join(["python"] + sys.argv)
     # each teacher with its own normalization; "teacher" and fraction_of_teacher: the first teacher's  # PPD
-    teacher_evals = [eval_summary(*evaluate(teacher.actor, args.env_id, args.eval_episodes, args.seed + 10_000,  # PPD
-                                            device, rms)) for teacher, rms in zip(teachers, teacher_obs_rms)]  # PPD
-    teacher_eval = teacher_evals[0]  # PPD
-    evaluation.update({"method": "ppd" if args.distill_coef > 0 else "ppo", "distill_coef": args.distill_coef,  # PPD
-                       "teacher_checkpoint": args.teacher[0], "teacher_noise_std": args.teacher_noise_std,  # PPD
-                       "teacher_checkpoints": list(args.teacher), "teacher_weights": list(args.teacher_weight),  # PPD
-                       "teachers": teacher_evals, "distill_coef_schedule": args.distill_coef_schedule,  # PPD
-                       "teacher_reference_return": teacher_return,  # R_teacher of the adaptive lambda  # PPD
-                       "teacher": teacher_eval,  # PPD
-                       "fraction_of_teacher": student_eval["mean_return"] / teacher_eval["mean_return"]  # PPD
-                       if teacher_eval["mean_return"] != 0 else None})  # PPD
+    teacher_evals = [score(teacher.actor, rms) for teacher, rms in zip(teachers, teacher_obs_rms)]  # PPD
+    teacher_eval, teacher_mean = teacher_evals[0], teacher_evals[0]["mean_return"]  # PPD
+    fraction = student_eval["mean_return"] / teacher_mean if teacher_mean != 0 else None  # PPD
+    evaluation["method"] = "ppd" if args.distill_coef > 0 else "ppo"  # PPD
+    evaluation |= {"distill_coef": args.distill_coef, "teacher_checkpoint": args.teacher[0]}  # PPD
+    evaluation |= {"teacher_noise_std": args.teacher_noise_std, "teacher_checkpoints": list(args.teacher)}  # PPD
+    evaluation |= {"teacher_weights": list(args.teacher_weight), "teachers": teacher_evals}  # PPD
+    evaluation["distill_coef_schedule"] = args.distill_coef_schedule  # PPD
+    evaluation["teacher_reference_return"] = teacher_return  # R_teacher of the adaptive lambda  # PPD
+    evaluation |= {"teacher": teacher_eval, "fraction_of_teacher": fraction}  # PPD
     if args.teacher_noise_std > 0:  # the uncorrupted teachers too, the reference of the paper's Table 2  # PPD
-        evaluation["teachers_clean"] = [eval_summary(*evaluate(agent_from_checkpoint(ckpt).to(device).actor, args.env_id,  # PPD
-                                                              args.eval_episodes, args.seed + 10_000, device, rms))  # PPD
-                                        for ckpt, rms in zip(teacher_ckpts, teacher_obs_rms)]  # PPD
+        evaluation["teachers_clean"] = []  # PPD
+        for ckpt, rms in zip(teacher_ckpts, teacher_obs_rms):  # PPD
+            evaluation["teachers_clean"].append(score(agent_from_checkpoint(ckpt).to(device).actor, rms))  # PPD
         evaluation["teacher_clean"] = evaluation["teachers_clean"][0]  # PPD
     if args.capture_video:  # same env seed as the evaluation's first episode
         from ppd_tools.video import film
 
         policies = []
-        policies += [(f"teacher{'' if len(teachers) == 1 else f' {k}'}", teacher.actor, rms)  # PPD
-                     for k, (teacher, rms) in enumerate(zip(teachers, teacher_obs_rms))]  # PPD
+        for k, (teacher, rms) in enumerate(zip(teachers, teacher_obs_rms)):  # PPD
+            policies.append((f"teacher{'' if len(teachers) == 1 else f' {k}'}", teacher.actor, rms))  # PPD
         policies.append((f"student ({args.student_arch})", agent.actor, obs_rms))
-        evaluation["video"] = film(os.path.join(run_dir, "video.gif"), policies, args.env_id, "mlp", {},
-                                   args.seed + 10_000, device, args.video_seconds)
-    atomic_save(model_dict(agent, args, obs_shape, action_space, obs_rms, global_step, student_eval),
-                os.path.join(run_dir, "model.pt"))
-    atomic_save(evaluation, os.path.join(run_dir, "eval.json"), as_json=True)
+        video = os.path.join(run_dir, "video.gif")
+        evaluation["video"] = film(video, policies, args.env_id, "mlp", {}, eval_seed, device, args.video_seconds)
+    model = model_dict(agent, args, obs_shape, action_space, obs_rms, global_step, student_eval)
+    model_path, eval_path = os.path.join(run_dir, "model.pt"), os.path.join(run_dir, "eval.json")
+    atomic_save(model, model_path)
+    atomic_save(evaluation, eval_path, as_json=True)
     writer.add_scalar("eval/student_mean_return", student_eval["mean_return"], global_step)
     writer.close()
+    rows = []
+    rows.append((f"teacher{' (noisy)' if args.teacher_noise_std > 0 else ''}", teacher_eval))  # PPD
+    if len(teacher_evals) > 1:  # PPD
+        rows += [(f"teacher {k} (weight {args.teacher_weight[k]:.3g})", e) for k, e in enumerate(teacher_evals)]  # PPD
+    rows.append((f"student ({args.student_arch})", student_eval))
     summary = f"\n{args.env_id}, {args.eval_episodes} evaluation episodes (deterministic):\n"
-    summary += (f"  teacher{' (noisy)' if args.teacher_noise_std > 0 else ''}: "  # PPD
-                f"{teacher_eval['mean_return']:9.2f} +- {teacher_eval['std_return']:.2f}\n")  # PPD
-    summary += "".join(f"  teacher {k} (weight {args.teacher_weight[k]:.3g}): "  # PPD
-                       f"{e['mean_return']:9.2f} +- {e['std_return']:.2f}\n"  # PPD
-                       for k, e in enumerate(teacher_evals) if len(teacher_evals) > 1)  # PPD
-    summary += f"  student ({args.student_arch}): "
-    summary += f"{student_eval['mean_return']:9.2f} +- {student_eval['std_return']:.2f}"
-    fraction = evaluation["fraction_of_teacher"]  # PPD
+    summary += "\n".join(f"  {name}: {e['mean_return']:9.2f} +- {e['std_return']:.2f}" for name, e in rows)
     summary += f"   = {'n/a' if fraction is None else format(fraction, '.1%')} of the teacher"  # PPD
-    paths = f"\n  student saved to {os.path.join(run_dir, 'model.pt')}, numbers in {os.path.join(run_dir, 'eval.json')}"
-    print(summary + paths + (f", video in {os.path.join(run_dir, 'video.gif')}" if args.capture_video else ""))
+    summary += f"\n  student saved to {model_path}, numbers in {eval_path}"
+    print(summary + (f", video in {os.path.join(run_dir, 'video.gif')}" if args.capture_video else ""))
     return evaluation
 
 
