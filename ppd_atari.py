@@ -46,44 +46,25 @@ class Args:
     # General settings
     teacher: tuple[str, ...] = ()  # PPD
     """teacher model.pt, repeatable (the first fixes the game; default: teachers/PongNoFrameskip-v4.pt)"""  # PPD
-    env_id: Optional[str] = None
-    """`<Game>NoFrameskip-v4` or `ALE/<Game>-v5` (default: the teacher's, else PongNoFrameskip-v4)"""
-    frame_skip: Optional[int] = None
-    """frames per action, max-pooled over the last two (default and only value: the teacher's, else 4)"""
-    student_arch: Literal["smaller", "same", "larger"] = "same"
-    """student network (paper Table 4): Nature-CNN 32-32-32 fc 128, IMPALA 16-32-32 fc 256, IMPALA 32-64-64 fc 1024"""
-    exp_name: str = "ppd"
-    """name of the experiment, part of the default run name"""
-    seed: int = 1
-    """seed of torch, numpy, random and the environments"""
-    torch_deterministic: bool = True
-    """sets `torch.backends.cudnn.deterministic`"""
-    cuda: bool = True
-    """use CUDA when it is available (`--no-cuda` forces the CPU)"""
-    track: bool = False
-    """also log to Weights & Biases (imported only then)"""
-    wandb_project_name: str = "ppd"
-    """Weights & Biases project"""
-    wandb_entity: Optional[str] = None
-    """Weights & Biases entity (team)"""
-    output_dir: str = "runs"
-    """folder that holds the run folders"""
-    run_name: Optional[str] = None
-    """run folder under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`), never overwritten"""
-    checkpoint_every: int = 100_000
-    """write `checkpoint.pt` (atomically) every this many environment steps; 0 writes it only at the end"""
-    restart_games_at_checkpoint: bool = True
-    """restart every game (seeded) after each periodic checkpoint, so that a resumed run goes on exactly as this one"""
-    resume: Optional[str] = None
-    """continue the run of this `checkpoint.pt` (or run folder), same other flags (`--total-timesteps` may grow)"""
-    eval_episodes: int = 50
-    """full games (all lives, greedy actions) of the final evaluation, of the student and the teacher (same seeds)"""
-    eval_max_frames: int = 108_000
-    """an evaluation game is cut after this many emulator frames (108k: 30 minutes); eval.json counts the cut games"""
-    capture_video: bool = False
-    """after the evaluation, write `video.gif`: one greedy game of the teacher and of the student, side by side"""
-    video_seconds: float = 10.0
-    """length of each clip of --capture-video, in seconds of game time (at most one game)"""
+    env_id: Optional[str] = None  # `<Game>NoFrameskip-v4` or `ALE/<Game>-v5` (default: the teacher's)
+    frame_skip: Optional[int] = None  # frame skip (default and only value: the teacher's)
+    student_arch: Literal["smaller", "same", "larger"] = "same"  # Nature-CNN, IMPALA, IMPALA x2 (paper Table 4)
+    exp_name: str = "ppd"  # name of the experiment, part of the default run name
+    seed: int = 1  # seed of torch, numpy, random and the environments
+    torch_deterministic: bool = True  # sets `torch.backends.cudnn.deterministic`
+    cuda: bool = True  # use CUDA when it is available (`--no-cuda` forces the CPU)
+    track: bool = False  # also log to Weights & Biases (imported only then)
+    wandb_project_name: str = "ppd"  # Weights & Biases project
+    wandb_entity: Optional[str] = None  # Weights & Biases entity (team)
+    output_dir: str = "runs"  # folder that holds the run folders
+    run_name: Optional[str] = None  # run folder, never overwritten (default `<env>__<exp-name>__<seed>__<unix time>`)
+    checkpoint_every: int = 100_000  # write checkpoint.pt every this many env steps; 0: only at the end
+    restart_games_at_checkpoint: bool = True  # Atari: restart the games after each checkpoint, so resume is exact
+    resume: Optional[str] = None  # continue the run of this checkpoint.pt or run folder (give the same flags)
+    eval_episodes: int = 50  # full games (greedy actions) of the final evaluation of the student and each teacher
+    eval_max_frames: int = 108_000  # Atari: cut an evaluation game after this many emulator frames
+    capture_video: bool = False  # write video.gif: one greedy game of each teacher and of the student
+    video_seconds: float = 10.0  # length of each clip of --capture-video, in seconds of game time (at most one game)
 
     # Algorithm settings (paper A.3: the teacher's PPO settings except gamma, ent_coef and num_steps)
     distill_coef: float = 1.0  # PPD
@@ -98,38 +79,22 @@ class Args:
     """forward: KL(teacher || student) (the paper's); reverse: KL(student || teacher)"""  # PPD
     teacher_noise_std: float = 0.0  # PPD
     """imperfect teacher (paper Table 2, 0.05): N(0, std^2) noise on every teacher parameter"""  # PPD
-    total_timesteps: int = 2_000_000
-    """environment steps to train"""
-    learning_rate: float = 3e-4
-    """Adam learning rate"""
-    anneal_lr: bool = False
-    """decay the learning rate linearly to 0"""
-    num_envs: int = 18
-    """parallel environments"""
-    num_steps: int = 64
-    """steps per environment per rollout"""
-    minibatch_size: int = 512
-    """requested size: a rollout is split into the closest whole number of equal minibatches (1152 -> 2 x 576)"""
-    update_epochs: int = 4
-    """passes over each rollout"""
-    gamma: float = 0.999
-    """discount factor"""
-    gae_lambda: float = 0.9
-    """lambda of generalized advantage estimation"""
-    clip_coef: float = 0.2
-    """PPO clip coefficient epsilon (also clips the distillation term)"""
-    ent_coef: float = 0.0
-    """entropy coefficient alpha"""
-    vf_coef: float = 0.5
-    """value loss coefficient c_v"""
-    max_grad_norm: float = 0.5
-    """gradient clipping norm"""
-    norm_adv: bool = True
-    """normalize advantages per minibatch"""
-    norm_reward: bool = True
-    """scale rewards by a running estimate of the std of the discounted return"""
-    adam_eps: float = 1e-5
-    """Adam epsilon"""
+    total_timesteps: int = 2_000_000  # environment steps to train
+    learning_rate: float = 3e-4  # Adam learning rate
+    anneal_lr: bool = False  # decay the learning rate linearly to 0
+    num_envs: int = 18  # parallel environments
+    num_steps: int = 64  # steps per environment per rollout
+    minibatch_size: int = 512  # requested size: a rollout splits into the closest whole number of equal minibatches
+    update_epochs: int = 4  # passes over each rollout
+    gamma: float = 0.999  # discount factor
+    gae_lambda: float = 0.9  # lambda of generalized advantage estimation
+    clip_coef: float = 0.2  # PPO clip coefficient epsilon (also clips the distillation term)
+    ent_coef: float = 0.0  # entropy coefficient alpha
+    vf_coef: float = 0.5  # value loss coefficient c_v
+    max_grad_norm: float = 0.5  # gradient clipping norm
+    norm_adv: bool = True  # normalize advantages per minibatch
+    norm_reward: bool = True  # scale rewards by a running estimate of the std of the discounted return
+    adam_eps: float = 1e-5  # Adam epsilon
 
 
 # the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
