@@ -131,9 +131,8 @@ def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: st
         return
     bad = [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["gradient"]
     print(file=sys.stderr)  # off the progress bar's line
-    hint = "(try a lower --learning-rate, or check the env's rewards and observations)"
-    where = f"in update {iteration}; the run stopped, its last good checkpoint is in {run_dir}"
-    fail(f"non-finite {', '.join(bad)} {where} {hint}", code=3)
+    msg = f"non-finite {', '.join(bad)} in update {iteration}; the run stopped, its last good checkpoint is in "
+    fail(msg + f"{run_dir} (try a lower --learning-rate, or check the env's rewards and observations)", code=3)
 
 
 # ---- Environments
@@ -238,8 +237,7 @@ class RunningMeanStd:
         delta, total = batch_mean - self.mean, self.count + batch_count
         self.mean = self.mean + delta * batch_count / total
         m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
-        self.var = m2 / total
-        self.count = total
+        self.var, self.count = m2 / total, total
 
     def state_dict(self) -> dict:
         return {"mean": torch.tensor(self.mean), "var": torch.tensor(self.var), "count": float(self.count)}
@@ -252,19 +250,10 @@ class RunningMeanStd:
 
 # ---- Human-normalized scores: (score - random) / (human - random)
 # (random, human) per ROM: Badia et al. (2020, Agent57), the paper's 11 games (= DeepMind's DQN Zoo atari_data.py)
-HUMAN_RANDOM_SCORES = {
-    "atlantis": (12850.0, 29028.1),
-    "beam_rider": (363.9, 16926.5),
-    "crazy_climber": (10780.5, 35829.4),
-    "demon_attack": (152.1, 1971.0),
-    "enduro": (0.0, 860.5),
-    "freeway": (0.0, 29.6),
-    "ms_pacman": (307.3, 6951.6),
-    "pong": (-20.7, 14.6),
-    "qbert": (163.9, 13455.0),
-    "seaquest": (68.4, 42054.7),
-    "zaxxon": (32.5, 9173.3),
-}
+HUMAN_RANDOM_SCORES = {"pong": (-20.7, 14.6), "freeway": (0.0, 29.6), "ms_pacman": (307.3, 6951.6)}
+HUMAN_RANDOM_SCORES.update(qbert=(163.9, 13455.0), beam_rider=(363.9, 16926.5), crazy_climber=(10780.5, 35829.4))
+HUMAN_RANDOM_SCORES.update(demon_attack=(152.1, 1971.0), enduro=(0.0, 860.5), seaquest=(68.4, 42054.7))
+HUMAN_RANDOM_SCORES.update(zaxxon=(32.5, 9173.3), atlantis=(12850.0, 29028.1))
 
 
 def human_normalized(game: str, score: float) -> Optional[float]:
@@ -292,10 +281,9 @@ class NatureCNN(nn.Module):
 
     def __init__(self, in_channels, out_dim, fc=128, channels=(32, 32, 32), in_hw=84, head_std=0.01):
         super().__init__()
-        c1, c2, c3 = channels
-        conv1, conv2 = layer_init(nn.Conv2d(in_channels, c1, 8, stride=4)), layer_init(nn.Conv2d(c1, c2, 4, stride=2))
-        conv3 = layer_init(nn.Conv2d(c2, c3, 3, stride=1))
-        self.convs = nn.Sequential(conv1, nn.ReLU(), conv2, nn.ReLU(), conv3, nn.ReLU(), nn.Flatten())
+        specs = zip((in_channels, *channels[:2]), channels, (8, 4, 3), (4, 2, 1))  # (in, out, kernel, stride)
+        layers = [m for i, o, k, s in specs for m in (layer_init(nn.Conv2d(i, o, k, stride=s)), nn.ReLU())]
+        self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():  # flattened size for this input size (7x7 at 84, 4x4 at 64)
             n_flat = self.convs(torch.zeros(1, in_channels, in_hw, in_hw)).shape[1]
         self.fc = nn.Sequential(layer_init(nn.Linear(n_flat, fc)), nn.ReLU())
@@ -316,8 +304,7 @@ class ResidualBlock(nn.Module):
 
 
 class ImpalaCNN(nn.Module):
-    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3 -> maxpool 3 s2 p1 -> 2 residual blocks;
-    after the stages: flatten -> ReLU -> fc -> ReLU -> head."""
+    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3, maxpool 3 s2, 2 residual blocks; then ReLU, fc, ReLU."""
 
     def __init__(self, in_channels, out_dim, channels=(16, 32, 32), fc=256, in_hw=84, head_std=0.01):
         super().__init__()
@@ -338,8 +325,8 @@ class ImpalaCNN(nn.Module):
 
 def make_body(config: dict, obs_shape: tuple, out_dim: int, head_std: float) -> nn.Module:
     cnn = NatureCNN if config["cnn"] == "nature" else ImpalaCNN
-    channels, fc = tuple(config["channels"]), config["fc"]
-    return cnn(obs_shape[0], out_dim, channels=channels, fc=fc, in_hw=obs_shape[-1], head_std=head_std)
+    sizes = dict(channels=tuple(config["channels"]), fc=config["fc"], in_hw=obs_shape[-1])
+    return cnn(obs_shape[0], out_dim, **sizes, head_std=head_std)
 
 
 class Actor(nn.Module):
@@ -375,7 +362,7 @@ def greedy_action(dist) -> torch.Tensor:
 
 # ---- The distillation term (paper Eq. 2)  # PPD
 def kl_divergence(teacher_logits, student_logits, direction: str = "forward") -> torch.Tensor:  # PPD
-    """Analytic KL(teacher || student) ('forward') or KL(student || teacher) ('reverse') per state."""  # PPD
+    """Analytic KL(teacher || student) ('forward') or KL(student || teacher) ('reverse'), per state."""  # PPD
     log_p, log_q = torch.log_softmax(teacher_logits, -1), torch.log_softmax(student_logits, -1)  # PPD
     if direction == "reverse":  # PPD
         log_p, log_q = log_q, log_p  # PPD
@@ -394,18 +381,16 @@ def teacher_weights(weights, num_teachers: int) -> tuple:  # PPD
     """--teacher-weight checked and normalized to sum to 1 (equal weights when none are given)."""  # PPD
     weights = tuple(float(w) for w in weights) or (1.0,) * num_teachers  # PPD
     if len(weights) != num_teachers:  # PPD
-        what = f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s)"  # PPD
-        raise UsageError(f"{what}; give one weight per --teacher, in the same order, or none for equal weights")  # PPD
+        given = f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s)"  # PPD
+        raise UsageError(f"{given}; give one weight per --teacher, in the same order, or none for equal weights")  # PPD
     if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:  # PPD
         got = ", ".join(map(str, weights))  # PPD
         raise UsageError(f"--teacher-weight must be finite, >= 0 and not all 0, got {got}")  # PPD
     return tuple(w / sum(weights) for w in weights)  # PPD
 
 
-def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_student_return, teacher_return):  # PPD
-    """lambda at environment step `step` of `total` (--distill-coef-schedule)."""  # PPD
-    # adaptive: recent_student_return is the mean score of the student's last 20 full training games  # PPD
-    # (None before the first one ends), teacher_return is R_teacher  # PPD
+def distill_coef_at(schedule, coef, step: int, total: int, recent_student_return, teacher_return) -> float:  # PPD
+    """lambda at env step `step` of `total`; recent_student_return: None until a training episode ends."""  # PPD
     progress = min(max(step / total, 0.0), 1.0)  # PPD
     if schedule == "constant":  # PPD
         return coef  # PPD
@@ -413,7 +398,7 @@ def distill_coef_at(schedule: str, coef: float, step: int, total: int, recent_st
         return coef * (1.0 - progress)  # PPD
     if schedule == "cosine":  # half a cosine, from coef to 0  # PPD
         return coef * 0.5 * (1.0 + math.cos(math.pi * progress))  # PPD
-    if schedule == "adaptive":  # the student's shortfall as a fraction of R_teacher, clipped to [0, 1]  # PPD
+    if schedule == "adaptive":  # the student's shortfall as a fraction of the teacher's return, in [0, 1]  # PPD
         if recent_student_return is None:  # PPD
             return coef  # PPD
         shortfall = (teacher_return - recent_student_return) / max(abs(teacher_return), 1e-8)  # PPD
@@ -448,8 +433,7 @@ def model_dict(agent: Agent, args: Args, obs_shape, action_space, env_config, gl
     d.update(arch_config=ARCHS[args.student_arch], actor=agent.actor.state_dict(), critic=agent.critic.state_dict())
     d.update(obs_shape=list(obs_shape), action_space=space_dict(action_space), obs_rms=None)
     d["env_config"] = env_config  # the teacher's: a student can become the next teacher
-    d.update(args=asdict(args), global_step=global_step, eval=evaluation)
-    return d
+    return d | {"args": asdict(args), "global_step": global_step, "eval": evaluation}
 
 
 def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, action_space=None) -> dict:
@@ -502,12 +486,11 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
 
 
 def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:  # PPD
-    """UsageError naming ppd_tools/convert_teacher.py when a teacher is a Stable-Baselines3 or CleanRL file."""  # PPD
-    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]  # PPD
-    if foreign:  # PPD
-        flags = f"--env-id {env_id or '<env>'} --output teacher.pt"  # PPD
-        command = f"python -m ppd_tools.convert_teacher {foreign[0]} {flags}"  # PPD
-        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: {command}")  # PPD
+    """UsageError naming the converter when a teacher is a Stable-Baselines3 (.zip) or CleanRL file."""  # PPD
+    for path in paths:  # PPD
+        if path.endswith((".zip", ".cleanrl_model")):  # PPD
+            cmd = f"python -m ppd_tools.convert_teacher {path} --env-id {env_id or '<env>'} --output teacher.pt"  # PPD
+            raise UsageError(f"'{path}' is a Stable-Baselines3 / CleanRL file; convert it first: {cmd}")  # PPD
 
 
 # ---- PPO pieces
@@ -531,9 +514,8 @@ def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
         raise UsageError(f"--minibatch-size must be positive, got {minibatch_size}")
     n = max(1, round(batch_size / minibatch_size))
     if batch_size % n:
-        what = f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal minibatches"
-        fix = "change --num-envs, --num-steps or --minibatch-size"
-        raise UsageError(f"{what} of about {minibatch_size}; {fix}")
+        why = f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal minibatches"
+        raise UsageError(why + f" of about {minibatch_size}; change --num-envs, --num-steps or --minibatch-size")
     return n, batch_size // n
 
 
@@ -565,10 +547,9 @@ def evaluate(actor, env_id: str, frame_skip: int, episodes: int, seed: int, devi
 
 
 def eval_summary(returns: list, truncated: int) -> dict:
-    """eval.json's numbers; truncated_episodes: episodes cut by a time limit (MuJoCo: its 1000 steps, the normal end of
-    an episode without a fall; Atari: --eval-max-frames) rather than ended by the env."""
-    summary = {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
-    return {**summary, "episodes": len(returns), "truncated_episodes": truncated, "returns": returns}
+    """eval.json's numbers; truncated_episodes: episodes cut by a time limit rather than ended by the env."""
+    summary = {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "episodes": len(returns)}
+    return summary | {"truncated_episodes": truncated, "returns": returns}
 
 
 # ---- Run folders
@@ -583,33 +564,34 @@ def prepare_run(args: Args, default_name: str):
     if args.resume:
         run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume))
         path = os.path.join(run_dir, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
-        state, fix = load_checkpoint(path, env_id=args.env_id), "resume from a run's checkpoint.pt"
+        state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
-            raise UsageError(f"'{path}' holds a finished model without training state; {fix}")
-        if isinstance(state["args"].get("teacher"), str):  # a run from before several teachers  # PPD
-            state["args"]["teacher"] = (state["args"]["teacher"],)  # PPD
+            hint = "resume from a run's checkpoint.pt"
+            raise UsageError(f"'{path}' holds a finished model without training state; {hint}")
         old = state["args"]  # flags newer than the run: as it ran
+        if isinstance(old.get("teacher"), str):  # a run from before several teachers  # PPD
+            old["teacher"] = (old["teacher"],)  # PPD
         changed = [k for k in STRUCTURAL if k in old and old[k] != getattr(args, k)]
-        changed = ", ".join(f"--{k.replace('_', '-')} {old[k]!r} (now {getattr(args, k)!r})" for k in changed)
         if changed:
-            what = f"--resume: these flags differ from the interrupted run: {changed}"
-            raise UsageError(f"{what}; resume with the run's original flags")
+            diffs = ", ".join(f"--{k.replace('_', '-')} {old[k]!r} (now {getattr(args, k)!r})" for k in changed)
+            hint = "resume with the run's original flags"
+            raise UsageError(f"--resume: these flags differ from the interrupted run: {diffs}; {hint}")
         batch = args.num_envs * args.num_steps
-        finished = os.path.exists(os.path.join(run_dir, "model.pt"))
-        if state["global_step"] >= (args.total_timesteps // batch) * batch and finished:
-            what = f"the run at {run_dir} already reached {state['global_step']} steps"
-            raise UsageError(f"{what}; raise --total-timesteps to continue it")
+        done = state["global_step"] >= (args.total_timesteps // batch) * batch
+        if done and os.path.exists(os.path.join(run_dir, "model.pt")):
+            hint = "raise --total-timesteps to continue it"
+            raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; {hint}")
         return run_dir, state
     run_dir = os.path.join(args.output_dir, args.run_name or default_name)
     if os.path.exists(run_dir):
         raise UsageError(f"run folder '{run_dir}' already exists; pick another --run-name, or --resume {run_dir}")
-    fix = "pass a writable --output-dir"
     try:
         os.makedirs(args.output_dir, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); {fix}")
+        hint = "pass a writable --output-dir"
+        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); {hint}")
     if not os.access(args.output_dir, os.W_OK):
-        raise UsageError(f"output folder '{args.output_dir}' is not writable; {fix}")
+        raise UsageError(f"output folder '{args.output_dir}' is not writable; pass a writable --output-dir")
     os.makedirs(run_dir)
     return run_dir, None
 

@@ -257,8 +257,7 @@ class RunningMeanStd:
         delta, total = batch_mean - self.mean, self.count + batch_count
         self.mean = self.mean + delta * batch_count / total
         m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
-        self.var = m2 / total
-        self.count = total
+        self.var, self.count = m2 / total, total
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         return np.clip((x - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip).astype(np.float32)
@@ -362,21 +361,19 @@ def add_teacher_noise(agent: nn.Module, std: float, seed: int) -> None:  # PPD
 
 
 def teacher_weights(weights, num_teachers: int) -> tuple:  # PPD
-    """--teacher-weight checked (UsageError) and normalized to sum to 1; equal weights when none are given."""  # PPD
+    """--teacher-weight checked and normalized to sum to 1 (equal weights when none are given)."""  # PPD
     weights = tuple(float(w) for w in weights) or (1.0,) * num_teachers  # PPD
     if len(weights) != num_teachers:  # PPD
         given = f"--teacher-weight was given {len(weights)} time(s) for {num_teachers} teacher(s)"  # PPD
-        raise UsageError(given + "; give one weight per --teacher, in the same order, or none for equal weights")  # PPD
+        raise UsageError(f"{given}; give one weight per --teacher, in the same order, or none for equal weights")  # PPD
     if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:  # PPD
         got = ", ".join(map(str, weights))  # PPD
         raise UsageError(f"--teacher-weight must be finite, >= 0 and not all 0, got {got}")  # PPD
     return tuple(w / sum(weights) for w in weights)  # PPD
 
 
-def distill_coef_at(schedule, coef, step, total, recent_student_return, teacher_return) -> float:  # PPD
-    """lambda at env step `step` of `total` (--distill-coef-schedule)."""  # PPD
-    # adaptive only: recent_student_return, the mean return of the student's last training episodes (None before  # PPD
-    # the first one ends), and teacher_return, R_teacher  # PPD
+def distill_coef_at(schedule, coef, step: int, total: int, recent_student_return, teacher_return) -> float:  # PPD
+    """lambda at env step `step` of `total`; recent_student_return: None until a training episode ends."""  # PPD
     progress = min(max(step / total, 0.0), 1.0)  # PPD
     if schedule == "constant":  # PPD
         return coef  # PPD
@@ -384,7 +381,7 @@ def distill_coef_at(schedule, coef, step, total, recent_student_return, teacher_
         return coef * (1.0 - progress)  # PPD
     if schedule == "cosine":  # half a cosine, from coef to 0  # PPD
         return coef * 0.5 * (1.0 + math.cos(math.pi * progress))  # PPD
-    if schedule == "adaptive":  # the student's shortfall, a fraction of the teacher's return clipped to [0, 1]  # PPD
+    if schedule == "adaptive":  # the student's shortfall as a fraction of the teacher's return, in [0, 1]  # PPD
         if recent_student_return is None:  # PPD
             return coef  # PPD
         shortfall = (teacher_return - recent_student_return) / max(abs(teacher_return), 1e-8)  # PPD
@@ -478,8 +475,8 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
 
 # ---- PPO pieces
 def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
-    """Generalized advantage estimation over a [T, N] rollout. dones[t]: the episode ended at step t; a truncated
-    step has gamma * V(final observation) already added to its reward, so every end cuts here."""
+    """Generalized advantage estimation over a [T, N] rollout. dones[t] = the episode ended at step t; a
+    truncated step has gamma * V(final observation) already added to its reward, so every end cuts here."""
     advantages = torch.zeros_like(rewards)
     last_gae = torch.zeros_like(last_value)
     for t in reversed(range(rewards.shape[0])):
@@ -551,20 +548,21 @@ def prepare_run(args: Args, default_name: str):
         path = os.path.join(run_dir, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
-            why = f"'{path}' holds a finished model without training state"
-            raise UsageError(why + "; resume from a run's checkpoint.pt")
-        old = state["args"]
+            hint = "resume from a run's checkpoint.pt"
+            raise UsageError(f"'{path}' holds a finished model without training state; {hint}")
+        old = state["args"]  # flags newer than the run: as it ran
         if isinstance(old.get("teacher"), str):  # a run from before several teachers  # PPD
             old["teacher"] = (old["teacher"],)  # PPD
-        changed = [k for k in STRUCTURAL if k in old and old[k] != getattr(args, k)]  # flags newer than the run: ok
+        changed = [k for k in STRUCTURAL if k in old and old[k] != getattr(args, k)]
         if changed:
-            flags = ", ".join(f"--{k.replace('_', '-')} {old[k]!r} (now {getattr(args, k)!r})" for k in changed)
-            why = f"--resume: these flags differ from the interrupted run: {flags}"
-            raise UsageError(why + "; resume with the run's original flags")
-        batch, done = args.num_envs * args.num_steps, state["global_step"]
-        if done >= (args.total_timesteps // batch) * batch and os.path.exists(os.path.join(run_dir, "model.pt")):
-            why = f"the run at {run_dir} already reached {done} steps"
-            raise UsageError(why + "; raise --total-timesteps to continue it")
+            diffs = ", ".join(f"--{k.replace('_', '-')} {old[k]!r} (now {getattr(args, k)!r})" for k in changed)
+            hint = "resume with the run's original flags"
+            raise UsageError(f"--resume: these flags differ from the interrupted run: {diffs}; {hint}")
+        batch = args.num_envs * args.num_steps
+        done = state["global_step"] >= (args.total_timesteps // batch) * batch
+        if done and os.path.exists(os.path.join(run_dir, "model.pt")):
+            hint = "raise --total-timesteps to continue it"
+            raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; {hint}")
         return run_dir, state
     run_dir = os.path.join(args.output_dir, args.run_name or default_name)
     if os.path.exists(run_dir):
@@ -572,8 +570,8 @@ def prepare_run(args: Args, default_name: str):
     try:
         os.makedirs(args.output_dir, exist_ok=True)
     except OSError as e:
-        why = f"cannot create output folder '{args.output_dir}' ({e.strerror})"
-        raise UsageError(why + "; pass a writable --output-dir")
+        hint = "pass a writable --output-dir"
+        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); {hint}")
     if not os.access(args.output_dir, os.W_OK):
         raise UsageError(f"output folder '{args.output_dir}' is not writable; pass a writable --output-dir")
     os.makedirs(run_dir)

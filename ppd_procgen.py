@@ -134,9 +134,8 @@ def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: st
         return
     bad = [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["gradient"]
     print(file=sys.stderr)  # off the progress bar's line
-    where = f"non-finite {', '.join(bad)} in update {iteration}; the run stopped"
-    hint = "(try a lower --learning-rate, or check the env's rewards and observations)"
-    fail(f"{where}, its last good checkpoint is in {run_dir} {hint}", code=3)
+    msg = f"non-finite {', '.join(bad)} in update {iteration}; the run stopped, its last good checkpoint is in "
+    fail(msg + f"{run_dir} (try a lower --learning-rate, or check the env's rewards and observations)", code=3)
 
 
 # ---------------------------------------- Environments
@@ -272,10 +271,9 @@ class NatureCNN(nn.Module):
 
     def __init__(self, in_channels, out_dim, fc=128, channels=(32, 32, 32), in_hw=84, head_std=0.01):
         super().__init__()
-        c1, c2, c3 = channels
-        conv1 = layer_init(nn.Conv2d(in_channels, c1, 8, stride=4))
-        conv2, conv3 = layer_init(nn.Conv2d(c1, c2, 4, stride=2)), layer_init(nn.Conv2d(c2, c3, 3, stride=1))
-        self.convs = nn.Sequential(conv1, nn.ReLU(), conv2, nn.ReLU(), conv3, nn.ReLU(), nn.Flatten())
+        specs = zip((in_channels, *channels[:2]), channels, (8, 4, 3), (4, 2, 1))  # (in, out, kernel, stride)
+        layers = [m for i, o, k, s in specs for m in (layer_init(nn.Conv2d(i, o, k, stride=s)), nn.ReLU())]
+        self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():  # flattened size for this input size (7x7 at 84, 4x4 at 64)
             n_flat = self.convs(torch.zeros(1, in_channels, in_hw, in_hw)).shape[1]
         self.fc = nn.Sequential(layer_init(nn.Linear(n_flat, fc)), nn.ReLU())
@@ -296,8 +294,7 @@ class ResidualBlock(nn.Module):
 
 
 class ImpalaCNN(nn.Module):
-    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3 -> maxpool 3 s2 p1 -> 2 residual blocks;
-    after the stages: flatten -> ReLU -> fc -> ReLU -> head."""
+    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3, maxpool 3 s2, 2 residual blocks; then ReLU, fc, ReLU."""
 
     def __init__(self, in_channels, out_dim, channels=(16, 32, 32), fc=256, in_hw=84, head_std=0.01):
         super().__init__()
@@ -396,12 +393,11 @@ def distill_coef_at(schedule, coef, step: int, total: int, recent_student_return
 
 
 def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:  # PPD
-    """UsageError naming ppd_tools/convert_teacher.py when a teacher is a Stable-Baselines3 or CleanRL file."""  # PPD
-    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]  # PPD
-    if foreign:  # PPD
-        convert = f"ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} --output teacher.pt"  # PPD
-        foreign = f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file"  # PPD
-        raise UsageError(f"{foreign}; convert it first: python -m {convert}")  # PPD
+    """UsageError naming the converter when a teacher is a Stable-Baselines3 (.zip) or CleanRL file."""  # PPD
+    for path in paths:  # PPD
+        if path.endswith((".zip", ".cleanrl_model")):  # PPD
+            cmd = f"python -m ppd_tools.convert_teacher {path} --env-id {env_id or '<env>'} --output teacher.pt"  # PPD
+            raise UsageError(f"'{path}' is a Stable-Baselines3 / CleanRL file; convert it first: {cmd}")  # PPD
 
 
 # ---------------------------------------- Checkpoints (SPEC section 7): one file for teachers and students
@@ -499,9 +495,8 @@ def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
         raise UsageError(f"--minibatch-size must be positive, got {minibatch_size}")
     n = max(1, round(batch_size / minibatch_size))
     if batch_size % n:
-        split = f"does not split into {n} equal minibatches of about {minibatch_size}"
-        fix = "change --num-envs, --num-steps or --minibatch-size"
-        raise UsageError(f"a rollout of {batch_size} samples (num-envs x num-steps) {split}; {fix}")
+        why = f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal minibatches"
+        raise UsageError(why + f" of about {minibatch_size}; change --num-envs, --num-steps or --minibatch-size")
     return n, batch_size // n
 
 
@@ -552,21 +547,21 @@ def prepare_run(args: Args, default_name: str):
         path = os.path.join(run_dir, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
-            why = "holds a finished model without training state; resume from a run's checkpoint.pt"
-            raise UsageError(f"'{path}' {why}")
-        if isinstance(state["args"].get("teacher"), str):  # a run from before several teachers  # PPD
-            state["args"]["teacher"] = (state["args"]["teacher"],)  # PPD
-        # flags newer than the run are taken as it ran
-        changed = [k for k in STRUCTURAL if k in state["args"] and state["args"][k] != getattr(args, k)]
+            hint = "resume from a run's checkpoint.pt"
+            raise UsageError(f"'{path}' holds a finished model without training state; {hint}")
+        old = state["args"]  # flags newer than the run: as it ran
+        if isinstance(old.get("teacher"), str):  # a run from before several teachers  # PPD
+            old["teacher"] = (old["teacher"],)  # PPD
+        changed = [k for k in STRUCTURAL if k in old and old[k] != getattr(args, k)]
         if changed:
-            flags = [f"--{k.replace('_', '-')} {state['args'][k]!r} (now {getattr(args, k)!r})" for k in changed]
-            flags = f"these flags differ from the interrupted run: {', '.join(flags)}"
-            raise UsageError(f"--resume: {flags}; resume with the run's original flags")
+            diffs = ", ".join(f"--{k.replace('_', '-')} {old[k]!r} (now {getattr(args, k)!r})" for k in changed)
+            hint = "resume with the run's original flags"
+            raise UsageError(f"--resume: these flags differ from the interrupted run: {diffs}; {hint}")
         batch = args.num_envs * args.num_steps
         done = state["global_step"] >= (args.total_timesteps // batch) * batch
         if done and os.path.exists(os.path.join(run_dir, "model.pt")):
-            reached = f"the run at {run_dir} already reached {state['global_step']} steps"
-            raise UsageError(f"{reached}; raise --total-timesteps to continue it")
+            hint = "raise --total-timesteps to continue it"
+            raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; {hint}")
         return run_dir, state
     run_dir = os.path.join(args.output_dir, args.run_name or default_name)
     if os.path.exists(run_dir):
@@ -574,8 +569,8 @@ def prepare_run(args: Args, default_name: str):
     try:
         os.makedirs(args.output_dir, exist_ok=True)
     except OSError as e:
-        why = f"cannot create output folder '{args.output_dir}' ({e.strerror})"
-        raise UsageError(f"{why}; pass a writable --output-dir")
+        hint = "pass a writable --output-dir"
+        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); {hint}")
     if not os.access(args.output_dir, os.W_OK):
         raise UsageError(f"output folder '{args.output_dir}' is not writable; pass a writable --output-dir")
     os.makedirs(run_dir)

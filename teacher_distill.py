@@ -42,11 +42,11 @@ torch.distributions.Distribution.set_default_validate_args(False)
 
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
 
-# (random, human) scores of Badia et al. (2020) for human normalization, keyed by ale-py's game name (SPEC section 4)
-ATARI_RANDOM_HUMAN = {"pong": (-20.7, 14.6), "freeway": (0.0, 29.6), "ms_pacman": (307.3, 6951.6)}
-ATARI_RANDOM_HUMAN.update(qbert=(163.9, 13455.0), beam_rider=(363.9, 16926.5), crazy_climber=(10780.5, 35829.4))
-ATARI_RANDOM_HUMAN.update(demon_attack=(152.1, 1971.0), enduro=(0.0, 860.5), seaquest=(68.4, 42054.7))
-ATARI_RANDOM_HUMAN.update(zaxxon=(32.5, 9173.3), atlantis=(12850.0, 29028.1))
+# (random, human) per ROM: Badia et al. (2020, Agent57), the paper's 11 games (= DeepMind's DQN Zoo atari_data.py)
+HUMAN_RANDOM_SCORES = {"pong": (-20.7, 14.6), "freeway": (0.0, 29.6), "ms_pacman": (307.3, 6951.6)}
+HUMAN_RANDOM_SCORES.update(qbert=(163.9, 13455.0), beam_rider=(363.9, 16926.5), crazy_climber=(10780.5, 35829.4))
+HUMAN_RANDOM_SCORES.update(demon_attack=(152.1, 1971.0), enduro=(0.0, 860.5), seaquest=(68.4, 42054.7))
+HUMAN_RANDOM_SCORES.update(zaxxon=(32.5, 9173.3), atlantis=(12850.0, 29028.1))
 
 ACTING_NOTE = "teacher-distill: the teacher's sampled actions drive the environments, so charts/episodic_return"
 ACTING_NOTE += " and the progress bar's `ret` are the TEACHER's episodes, not the student's; the final evaluation"
@@ -171,14 +171,14 @@ def check_env_id(env_id: str) -> None:
 
 
 class MassRandomization(gym.Wrapper):
-    """Torso mass x torso_scale; at every reset, the other masses x U(1 - spread, 1 + spread) (Tobin et al. 2017)."""
+    """The seed report's Hopper (any MuJoCo env with a 'torso' body): torso mass x torso_scale for good; at every reset
+    every other body's mass x U(1 - spread, 1 + spread) (domain randomization, Tobin et al. 2017) from its RNG."""
 
     def __init__(self, env: gym.Env, torso_scale: float, spread: float):
         super().__init__(env)
         model = env.unwrapped.model
-        names = [model.body(i).name for i in range(model.nbody)]
-        self.torso, self.spread = names.index("torso"), spread
-        self.nominal = model.body_mass.copy()
+        self.torso = [model.body(i).name for i in range(model.nbody)].index("torso")
+        self.spread, self.nominal = spread, model.body_mass.copy()
         self.nominal[self.torso] *= torso_scale
         model.body_mass[:] = self.nominal
 
@@ -194,14 +194,10 @@ class MassRandomization(gym.Wrapper):
 def check_mass_options(env_id: str, torso_scale: float, spread: float) -> None:
     if torso_scale == 1.0 and spread == 0.0:
         return
-    if not 0 <= spread < 1 or torso_scale <= 0:
-        got = f"got {spread} and {torso_scale}"
-        raise UsageError(f"--mass-randomization must be in [0, 1) and --torso-mass-scale > 0, {got}")
     model = getattr(gym.make(env_id).unwrapped, "model", None)
     if model is None or "torso" not in [model.body(i).name for i in range(model.nbody)]:
-        hint = "drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ..."
-        flags = "--torso-mass-scale and --mass-randomization need a MuJoCo env with a body named 'torso'"
-        raise UsageError(f"{flags}, {env_id} has none; {hint}")
+        need = "--torso-mass-scale and --mass-randomization need a MuJoCo env with a body named 'torso', "
+        raise UsageError(need + f"{env_id} has none; drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ...")
 
 
 def make_mlp_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: float = 0.0) -> gym.vector.VectorEnv:
@@ -249,10 +245,8 @@ def env_state(envs, raw_obs: np.ndarray):
         return None
     per_env = []
     for env in envs.unwrapped.envs:
-        core, time_limit = env.unwrapped, time_limit_of(env)
-        steps = getattr(time_limit, "_elapsed_steps", None)
-        state = {"rng": core.np_random.bit_generator.state, "elapsed_steps": steps}
-
+        core, elapsed = env.unwrapped, getattr(time_limit_of(env), "_elapsed_steps", None)
+        state = {"rng": core.np_random.bit_generator.state, "elapsed_steps": elapsed}
         if hasattr(core, "model") and hasattr(core, "data"):  # MuJoCo
             import mujoco
 
@@ -267,8 +261,7 @@ def env_state(envs, raw_obs: np.ndarray):
     saved = {"envs": per_env, "raw_obs": torch.from_numpy(raw_obs.copy())}
     saved["episode_returns"] = torch.from_numpy(envs.episode_returns.copy())
     saved["episode_lengths"] = torch.from_numpy(envs.episode_lengths.copy())
-    saved["episode_count"] = int(envs.episode_count)
-    return saved
+    return saved | {"episode_count": int(envs.episode_count)}
 
 
 def set_env_state(envs, saved: dict) -> np.ndarray:
@@ -537,19 +530,19 @@ def greedy_action(dist) -> torch.Tensor:
 
 # ---- ALGO LOGIC: the distillation step (paper Algorithm 3, step 5; the same as Algorithm 2's)
 def dist_params(dist) -> tuple:
-    """(logits,) of a Categorical or (mean, log_std) of a diagonal Gaussian: what the rollout stores of the teacher."""
+    """(logits,) of a Categorical or (mean, log_std) of a diagonal Gaussian: what is kept of a teacher."""
     if isinstance(dist, Independent):
         return dist.base_dist.loc, dist.base_dist.scale.log()
     return (dist.logits,)
 
 
 def kl_divergence(teacher: tuple, student: tuple, direction: str = "forward") -> torch.Tensor:
-    """Analytic KL per state: KL(teacher || student) ('forward') or KL(student || teacher), from dist_params."""
+    """Analytic KL over the whole action distribution, per state; forward: KL(teacher || student)."""
     p, q = (teacher, student) if direction == "forward" else (student, teacher)
-    if len(p) == 1:
+    if len(p) == 1:  # Categorical: (logits,)
         log_p, log_q = torch.log_softmax(p[0], -1), torch.log_softmax(q[0], -1)
         return (log_p.exp() * (log_p - log_q)).sum(-1)
-    (mean_p, log_std_p), (mean_q, log_std_q) = p, q
+    (mean_p, log_std_p), (mean_q, log_std_q) = p, q  # diagonal Gaussian, summed over the action dimensions
     var_ratio = torch.exp(2 * (log_std_p - log_std_q))
     return (0.5 * (var_ratio + ((mean_p - mean_q) / log_std_q.exp()) ** 2 - 1) - (log_std_p - log_std_q)).sum(-1)
 
@@ -668,11 +661,11 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
 
 
 def refuse_foreign_teachers(paths, env_id: Optional[str]) -> None:
-    """UsageError naming the converter (ppd_tools/convert_teacher.py) for a Stable-Baselines3 or CleanRL file."""
-    foreign = [path for path in paths if path.endswith((".zip", ".cleanrl_model"))]
-    if foreign:
-        convert = f"python -m ppd_tools.convert_teacher {foreign[0]} --env-id {env_id or '<env>'} --output teacher.pt"
-        raise UsageError(f"'{foreign[0]}' is a Stable-Baselines3 / CleanRL file; convert it first: {convert}")
+    """UsageError naming the converter when a teacher is a Stable-Baselines3 (.zip) or CleanRL file."""
+    for path in paths:
+        if path.endswith((".zip", ".cleanrl_model")):
+            cmd = f"python -m ppd_tools.convert_teacher {path} --env-id {env_id or '<env>'} --output teacher.pt"
+            raise UsageError(f"'{path}' is a Stable-Baselines3 / CleanRL file; convert it first: {cmd}")
 
 
 # ---- Evaluation (SPEC section 5): student and teacher, same protocol and seeds
@@ -731,11 +724,11 @@ def eval_levels(env_config: dict) -> tuple:
     return (env_config.get("procgen_start_level", 0) + env_config.get("procgen_num_levels", 200), 100_000)
 
 
-def human_normalized(env_id: str, score: float) -> Optional[float]:
-    """(score - random) / (human - random) of Badia et al. (2020); None for a game outside the table."""
-    if atari_game(env_id) not in ATARI_RANDOM_HUMAN:
+def human_normalized(game: str, score: float) -> Optional[float]:
+    """0 = the random agent's score, 1 = the human tester's; None for a game outside the table."""
+    if game not in HUMAN_RANDOM_SCORES:
         return None
-    random_score, human_score = ATARI_RANDOM_HUMAN[atari_game(env_id)]
+    random_score, human_score = HUMAN_RANDOM_SCORES[game]
     return (score - random_score) / (human_score - random_score)
 
 
@@ -996,9 +989,10 @@ def main(args: Args) -> dict:
         evaluation["test_levels"] = {"start_level": levels[0], "num_levels": levels[1]}
         evaluation["train_levels"] = {"student": run_eval(agent.actor), "teacher": run_eval(teacher.actor)}
     if domain == "atari":
-        random_score, human_score = ATARI_RANDOM_HUMAN.get(atari_game(args.env_id), (None, None))
-        normalized = {"student": human_normalized(args.env_id, student_score)}
-        normalized.update(teacher=human_normalized(args.env_id, teacher_score), random=random_score, human=human_score)
+        game = atari_game(args.env_id)
+        random_score, human_score = HUMAN_RANDOM_SCORES.get(game, (None, None))
+        normalized = {"student": human_normalized(game, student_score)}
+        normalized.update(teacher=human_normalized(game, teacher_score), random=random_score, human=human_score)
         evaluation["human_normalized"] = normalized
         if random_score is not None:  # the fraction of teacher compares human-normalized scores (SPEC section 5)
             student_score, teacher_score = normalized["student"], normalized["teacher"]
