@@ -119,13 +119,12 @@ def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: st
         return
     bad = [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["gradient"]
     print(file=sys.stderr)  # off the progress bar's line
-    msg = (
-        f"non-finite {', '.join(bad)} in update {iteration}; the run stopped, its last good checkpoint is in {run_dir}"
-    )
-    fail(f"{msg} (try a lower --learning-rate, or check the env's rewards and observations)", code=3)
+    msg = f"non-finite {', '.join(bad)} in update {iteration}; the run stopped, its last good checkpoint is in"
+    fail(f"{msg} {run_dir} (try a lower --learning-rate, or check the env's rewards and observations)", code=3)
 
 
-# ---- domains and environments
+# ---- environments: every domain's vector env has reset(seed) and step(actions) with SAME_STEP autoreset
+# (info["final_obs"] / info["_final_obs"]) and full-game statistics in info["episode"] / info["_episode"]
 PROCGEN_GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot")
 PROCGEN_GAMES += ("heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot")
 
@@ -168,9 +167,8 @@ def check_env_id(env_id: str) -> None:
 
 
 class MassRandomization(gym.Wrapper):
-    """The seed report's domain-randomized Hopper (any MuJoCo env with a body named 'torso'): the torso's mass times
-    `torso_scale` for good (0.7: the 'source' env), and at every reset every other body's mass times
-    U(1 - spread, 1 + spread) of its nominal value (Tobin et al. 2017), drawn from the env's own seeded RNG."""
+    """The seed report's randomized Hopper: the torso's mass times `torso_scale` for good, and at every reset every
+    other body's mass times U(1 - spread, 1 + spread) (Tobin et al. 2017), drawn from the env's own seeded RNG."""
 
     def __init__(self, env: gym.Env, torso_scale: float, spread: float):
         super().__init__(env)
@@ -190,19 +188,8 @@ class MassRandomization(gym.Wrapper):
         return result
 
 
-def check_mass_options(env_id: str, torso_scale: float, spread: float) -> None:
-    """The mass flags need a MuJoCo env with a torso (their ranges: FLAG_RANGES)."""
-    if torso_scale == 1.0 and spread == 0.0:
-        return
-    model = getattr(gym.make(env_id).unwrapped, "model", None)
-    if model is None or "torso" not in [model.body(i).name for i in range(model.nbody)]:
-        need = "--torso-mass-scale and --mass-randomization need a MuJoCo env with a body named 'torso'"
-        raise UsageError(f"{need}, {env_id} has none; drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ...")
-
-
 def make_mlp_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: float = 0.0) -> gym.vector.VectorEnv:
-    """Flat-Box envs in one process (AsyncVectorEnv was never faster on 2 cores). SAME_STEP autoreset: an
-    ended episode's last observation comes in info['final_obs'] so a truncation can be bootstrapped."""
+    """Flat-Box envs in one process (AsyncVectorEnv was never faster on 2 cores)."""
 
     def make_env():
         env = gym.make(env_id)
@@ -219,8 +206,6 @@ def make_mlp_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: 
 
 
 def make_envs(args: Args, domain: str, num_envs: int, seed: int, evaluation: bool = False, procgen_levels=None):
-    """Vector env of the domain, all with the same interface: reset(seed) and step(actions) with SAME_STEP
-    autoreset (info['final_obs'] / info['_final_obs']) and full-game statistics in info['episode']."""
     if domain == "mlp":  # evaluation: always the unmodified env
         mass = (1.0, 0.0) if evaluation else (args.torso_mass_scale, args.mass_randomization)
         return make_mlp_envs(args.env_id, num_envs, *mass)
@@ -232,24 +217,21 @@ def make_envs(args: Args, domain: str, num_envs: int, seed: int, evaluation: boo
 
 
 class AtariEnvs:
-    """ale-py's AtariVectorEnv (SAME_STEP autoreset: a game that ends, by game over or the frame limit, restarts in
-    the same step, and the ALE's info["final_obs"][i] holds its last frame) plus a training episode that ends at a
-    life loss while the game goes on, and full-game episode statistics. A life loss is a drop of info["lives"]
-    (with life_loss_info=False the ALE's terminated means game over; the same signal as life_loss_info=True, checked
-    on four games); the game goes on, and final_obs[i] = obs[i] (terminal, never bootstrapped)."""
+    """ale-py's AtariVectorEnv with the usual preprocessing (84x84 gray, 4-frame stack, noop-30 and FIRE at reset,
+    max-pool over skipped frames, minimal action set, raw rewards), sticky actions 0.25 for ALE/...-v5 ids.
+    Training: a life loss (a drop of info["lives"]) gives terminated=True while the game goes on, and final_obs[i] =
+    obs[i]; evaluation (eval_mode): terminated at game over only. A game that ends (game over or `max_frames`)
+    restarts in the same step, the ALE's info["final_obs"] holding its last frame. Env i is seeded with seed + i."""
 
-    def __init__(
-        self, game: str, num_envs: int, seed: int, frame_skip: int, sticky: float, eval_mode: bool, max_frames
-    ):
+    def __init__(self, env_id: str, num_envs: int, seed: int, frame_skip=4, eval_mode=False, max_frames=108_000):
         from ale_py.vector_env import AtariVectorEnv  # imported here: only the Atari domain needs ale-py
 
-        # 84x84 gray, 4-frame stack, max over the last two skipped frames, noop-30 and FIRE at each game reset; no
-        # episodic life (it restarts the game at every lost life); raw rewards (the learner normalizes them)
+        sticky = 0.25 if env_id.endswith("-v5") else 0.0
         opts = dict(img_height=84, img_width=84, grayscale=True, stack_num=4, maxpool=True, noop_max=30)
         opts.update(use_fire_reset=True, episodic_life=False, life_loss_info=False, reward_clipping=False)
-        opts.update(frameskip=frame_skip, repeat_action_probability=sticky, full_action_space=False)
+        opts.update(frameskip=frame_skip, repeat_action_probability=sticky, max_num_frames_per_episode=max_frames)
         self.env = AtariVectorEnv(
-            game, num_envs, max_num_frames_per_episode=max_frames, autoreset_mode="SameStep", **opts
+            atari_game(env_id), num_envs, full_action_space=False, autoreset_mode="SameStep", **opts
         )
         self.seed, self.eval_mode, self.num_envs = seed, eval_mode, num_envs  # seed: of a first reset() without one
         self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8)
@@ -287,22 +269,13 @@ class AtariEnvs:
         self.env.close()
 
 
-def make_atari_envs(
-    env_id: str, num_envs: int, seed: int, frame_skip: int = 4, eval_mode: bool = False, max_frames=108_000
-):
-    """Atari vector env with the usual DQN/PPO preprocessing (84x84 gray, 4-frame stack, noop-30 reset, max-pool
-    over skipped frames, 108k-frame limit, minimal action set). Training: a life loss gives terminated=True while
-    the game goes on; evaluation (eval_mode): terminated only at game over. Sticky actions: 0.25 for 'ALE/...-v5'
-    ids, 0 for '...NoFrameskip-v4'. Env i is seeded with seed + i by the first reset() (or by reset(seed=...))."""
-    sticky = 0.25 if env_id.endswith("-v5") else 0.0
-    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode, max_frames)
+make_atari_envs = AtariEnvs  # (env_id, num_envs, seed, frame_skip, eval_mode, max_frames), the name others import
 
 
 class ProcgenVecEnv:
-    """Gymnasium-style vector adapter around procgen.ProcgenGym3Env. gym3: after act(a_t), observe() returns
-    (r_t, o_{t+1}, first), first[i] meaning that env i's episode ended at this step and o_{t+1} starts the next (same
-    step autoreset). The game's own timeout is reported as terminated (truncated is always False). Seeded only at
-    construction (rand_seed): reset() cannot reset a gym3 env and returns the current frames."""
+    """Vector adapter around procgen's gym3 env: after act(a_t), observe() gives (r_t, o_{t+1}, first), first[i]:
+    env i's episode ended (its own timeout too: truncated is always False) and o_{t+1} starts the next. Seeded at
+    construction only (rand_seed): reset() returns the current frames."""
 
     def __init__(
         self, env_name: str, num_envs: int, seed: int, num_levels=200, start_level=0, distribution_mode="easy"
@@ -336,28 +309,21 @@ class ProcgenVecEnv:
         self.ep_return[first], self.ep_length[first] = 0.0, 0
         return obs, reward.astype(np.float32), first.copy(), no.copy(), info
 
-    def level_seeds(self) -> np.ndarray:
-        """Current level seed of each env; only when needed: the per-env info list halves the adapter's speed."""
-        return np.array([d["level_seed"] for d in self.env.get_info()], dtype=np.int64)
-
     def get_state(self, raw_obs: np.ndarray) -> dict:
-        """What a resumed run needs to take the very same steps: each env's procgen state (procgen's own serialization,
-        checked to restore the future exactly), the episode counters and the last observations; uint8 tensors and
-        plain types only, so that the checkpoint loads with torch.load(weights_only=True)."""
+        """Each env's procgen state (its own serialization: game, level, level RNG), the episode counters and the
+        last observations; tensors and plain types only, for torch.load(weights_only=True)."""
         procgen = [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()]
         state = {"procgen": procgen, "episode_returns": torch.from_numpy(self.ep_return.copy())}
         state.update(episode_lengths=torch.from_numpy(self.ep_length.copy()), raw_obs=torch.from_numpy(raw_obs.copy()))
         return state
 
     def set_state(self, saved: dict) -> np.ndarray:
-        """The inverse of get_state, on an env built with the run's flags and seed; returns the last observations."""
+        """The inverse of get_state; returns the last observations."""
         if len(saved["procgen"]) != self.num_envs:
             raise ValueError(f"saved state holds {len(saved['procgen'])} envs, this vector env has {self.num_envs}")
         self.env.set_state([t.numpy().tobytes() for t in saved["procgen"]])
-        self.ep_return, self.ep_length = (
-            saved["episode_returns"].numpy().copy(),
-            saved["episode_lengths"].numpy().copy(),
-        )
+        self.ep_return = saved["episode_returns"].numpy().copy()
+        self.ep_length = saved["episode_lengths"].numpy().copy()
         return saved["raw_obs"].numpy().copy()
 
     def close(self):
@@ -372,9 +338,8 @@ def time_limit_of(env: gym.Env):
 
 def env_state(envs, raw_obs: np.ndarray):
     """What a resumed run needs to take the very steps of the uninterrupted run: per env its physics (MuJoCo's
-    integration state and body masses, or a classic-control env's `state`), RNG and time-limit counter, the episode
-    statistics and the last observations; Procgen: ProcgenVecEnv.get_state. None where the state is out of reach
-    (Atari: the resumed run starts new games, as the uninterrupted run did: --restart-games-at-checkpoint)."""
+    integration state and masses, or a classic-control env's `state`), RNG and time-limit counter, the episode
+    statistics and the last observations. None for Atari (--restart-games-at-checkpoint instead)."""
     if isinstance(envs, ProcgenVecEnv):
         return envs.get_state(raw_obs)
     if isinstance(envs, AtariEnvs):
@@ -434,10 +399,8 @@ class RunningMeanStd:
         batch_mean, batch_var, batch_count = x.mean(0), x.var(0), x.shape[0]
         delta, total = batch_mean - self.mean, self.count + batch_count
         self.mean = self.mean + delta * batch_count / total
-        self.var = (
-            self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
-        ) / total
-        self.count = total
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        self.var, self.count = m2 / total, total
 
     def normalize(self, x: np.ndarray, clip: float = 10.0) -> np.ndarray:
         return np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -clip, clip).astype(np.float32)
@@ -503,8 +466,8 @@ class ResidualBlock(nn.Module):
 
 
 class ImpalaCNN(nn.Module):
-    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3 -> maxpool 3 s2 p1 -> 2 residual blocks;
-    after the stages: flatten -> ReLU -> fc -> ReLU -> head."""
+    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3 -> maxpool 3 s2 p1 -> 2 residual blocks; then
+    flatten -> ReLU -> fc -> ReLU -> head."""
 
     def __init__(self, in_channels, out_dim, channels=(16, 32, 32), fc=256, in_hw=84, head_std=0.01):
         super().__init__()
@@ -613,7 +576,7 @@ def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, act
     if os.path.isdir(path):
         model = os.path.join(path, "model.pt")
         path = model if os.path.exists(model) else os.path.join(path, "checkpoint.pt")
-    ours = "model.pt written by train_teacher.py"
+    ours, this_env = "model.pt written by train_teacher.py", "use a checkpoint trained on this env"
     if not os.path.isfile(path):
         raise UsageError(f"checkpoint '{path}' does not exist; pass the {ours}")
     try:
@@ -624,11 +587,8 @@ def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, act
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
         raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); pass a {ours}")
     if ckpt["format_version"] != FORMAT_VERSION:
-        found = f"'{path}' has checkpoint format version {ckpt['format_version']}"
-        raise UsageError(
-            f"{found}, these scripts read version {FORMAT_VERSION}; re-save it with the matching version of the scripts"
-        )
-    this_env = "use a checkpoint trained on this env"
+        found = f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read version"
+        raise UsageError(f"{found} {FORMAT_VERSION}; re-save it with the matching version of the scripts")
     if env_id is not None and ckpt["env_id"] != env_id:
         found = f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}"
         raise UsageError(f"{found}; pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}")
@@ -676,17 +636,8 @@ def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
 
 # ---- evaluation (SPEC section 5)
 def evaluate(
-    actor: Actor,
-    args: Args,
-    domain: str,
-    episodes: int,
-    seed: int,
-    device,
-    obs_rms=None,
-    deterministic: bool = True,
-    procgen_levels=None,
-    num_envs: int = 10,
-) -> tuple:
+    actor, args, domain, episodes, seed, device, obs_rms=None, deterministic=True, procgen_levels=None, num_envs=10
+):
     """Returns of `episodes` full episodes; each env plays a fixed quota, so short episodes are not favoured."""
     num_envs = min(num_envs, episodes)
     envs = make_envs(args, domain, num_envs, seed, evaluation=True, procgen_levels=procgen_levels)
@@ -718,15 +669,9 @@ def evaluate(
 
 
 def eval_summary(returns: list, truncated: int) -> dict:
-    """eval.json's numbers; truncated_episodes: episodes cut by a time limit (MuJoCo: its 1000 steps, the normal end
-    of an episode without a fall; Atari: --eval-max-frames) rather than ended by the env."""
+    """eval.json's numbers; truncated_episodes: cut by a time limit (MuJoCo's 1000 steps, --eval-max-frames)."""
     summary = {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "episodes": len(returns)}
     return summary | {"truncated_episodes": truncated, "returns": returns}
-
-
-def eval_levels(args: Args) -> tuple:
-    """Procgen test levels: a block of seeds right after the training levels, so none is a training level."""
-    return (args.procgen_start_level + args.procgen_num_levels, 100_000)
 
 
 # ---- input checks and run folders: everything that can be wrong is refused before any training or writing
@@ -736,7 +681,7 @@ STRUCTURAL += ("mass_randomization", "restart_games_at_checkpoint")
 
 
 def check_args(args: Args) -> str:
-    """Ranges, env id and the flags' combinations; fills the per-domain defaults (Table 3); returns the domain."""
+    """Ranges, env id and the flags' combinations; fills in the per-domain defaults (Table 3); returns the domain."""
     check_ranges(args, FLAG_RANGES)
     domain = detect_domain(args.env_id)
     check_env_id(args.env_id)
@@ -750,15 +695,18 @@ def check_args(args: Args) -> str:
     if args.eval_episodes is None:
         args.eval_episodes = 200 if domain == "procgen" else 50
     if domain == "procgen" and args.procgen_num_levels < 1:
-        raise UsageError(
-            "--procgen-num-levels must be at least 1: with 0 (all levels) no unseen levels are left to evaluate on"
-        )
+        why = "with 0 (all levels) no unseen levels are left to evaluate on"
+        raise UsageError(f"--procgen-num-levels must be at least 1: {why}")
     if args.frozen_obs_norm and domain != "mlp":
         raise UsageError("--frozen-obs-norm applies to the MLP domain only (pixel observations are not normalized)")
-    if domain != "mlp" and (args.torso_mass_scale != 1.0 or args.mass_randomization != 0.0):
-        raise UsageError("--torso-mass-scale and --mass-randomization apply to MuJoCo envs only; drop them")
-    if domain == "mlp":
-        check_mass_options(args.env_id, args.torso_mass_scale, args.mass_randomization)
+    if args.torso_mass_scale != 1.0 or args.mass_randomization != 0.0:  # their ranges: FLAG_RANGES
+        mass = "--torso-mass-scale and --mass-randomization"
+        if domain != "mlp":
+            raise UsageError(f"{mass} apply to MuJoCo envs only; drop them")
+        model = getattr(gym.make(args.env_id).unwrapped, "model", None)
+        if model is None or "torso" not in [model.body(i).name for i in range(model.nbody)]:
+            fix = "drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ..."
+            raise UsageError(f"{mass} need a MuJoCo env with a body named 'torso', {args.env_id} has none; {fix}")
     if args.total_timesteps < args.num_envs * args.num_steps:
         rollout = f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)"
         raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout {rollout}")
@@ -768,31 +716,27 @@ def check_args(args: Args) -> str:
 def prepare_run(args: Args, default_name: str):
     """Validate the output folder (and the checkpoint to resume) before any training; returns (run_dir, state)."""
     if args.resume:
-        run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume))
-        path = os.path.join(run_dir, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
+        folder = os.path.isdir(args.resume)
+        run_dir = args.resume if folder else os.path.dirname(os.path.abspath(args.resume))
+        path = os.path.join(run_dir, "checkpoint.pt") if folder else args.resume
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
             raise UsageError(
                 f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt"
             )
-        saved = state["args"]  # flags newer than the run: as it ran
+        old = state["args"]  # a flag newer than the run: as it ran
         changed = [
-            f"--{k.replace('_', '-')} {saved[k]!r} (now {getattr(args, k)!r})"
+            f"--{k.replace('_', '-')} {old[k]!r} (now {getattr(args, k)!r})"
             for k in STRUCTURAL
-            if k in saved and saved[k] != getattr(args, k)
+            if k in old and old[k] != getattr(args, k)
         ]
         if changed:
-            raise UsageError(
-                f"--resume: these flags differ from the interrupted run: {', '.join(changed)}; resume with "
-                "the run's original flags"
-            )
+            found = f"--resume: these flags differ from the interrupted run: {', '.join(changed)}"
+            raise UsageError(f"{found}; resume with the run's original flags")
         batch = args.num_envs * args.num_steps
-        if state["global_step"] >= (args.total_timesteps // batch) * batch and os.path.exists(
-            os.path.join(run_dir, "model.pt")
-        ):
-            raise UsageError(
-                f"the run at {run_dir} already reached {state['global_step']} steps; raise --total-timesteps to continue it"
-            )
+        if state["global_step"] >= args.total_timesteps // batch * batch and os.path.exists(f"{run_dir}/model.pt"):
+            found = f"the run at {run_dir} already reached {state['global_step']} steps"
+            raise UsageError(f"{found}; raise --total-timesteps to continue it")
         return run_dir, state
     run_dir = os.path.join(args.output_dir, args.run_name or default_name)
     if os.path.exists(run_dir):
@@ -862,21 +806,13 @@ def main(args: Args) -> dict:
     if args.track:
         import wandb
 
-        name = os.path.basename(run_dir)
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            config=vars(args),
-            name=name,
-            sync_tensorboard=True,
-            save_code=True,
-        )
+        run = dict(name=os.path.basename(run_dir), sync_tensorboard=True, save_code=True)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), **run)
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resume_state is not None else None)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    )
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
 
     # SLURM sends SIGTERM before it kills a job, a user presses Ctrl-C: finish the update, write a checkpoint, exit
     stop = {"signal": None}
@@ -885,10 +821,8 @@ def main(args: Args) -> dict:
         if signum == signal.SIGINT and stop["signal"] == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once (see the end of this file)
         if signum == signal.SIGINT:
-            print(
-                "\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again stops at once)",
-                file=sys.stderr,
-            )
+            msg = "\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again stops at once)"
+            print(msg, file=sys.stderr)
         stop.update(signal=signum)
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -907,10 +841,7 @@ def main(args: Args) -> dict:
     obs_dtype = torch.uint8 if domain != "mlp" else torch.float32
     obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=obs_dtype, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs) + action_space.shape, device=device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    dones = torch.zeros((args.num_steps, args.num_envs), device=device)
-    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    logprobs, rewards, dones, values = (torch.zeros((args.num_steps, args.num_envs), device=device) for _ in range(4))
 
     def prepare_obs(raw: np.ndarray, update: bool) -> np.ndarray:
         if obs_rms is None:
@@ -926,14 +857,8 @@ def main(args: Args) -> dict:
         raw_obs = set_env_state(envs, saved_envs)
     next_obs = torch.as_tensor(prepare_obs(raw_obs, update=saved_envs is None), device=device)
     start_time, start_step = time.time(), global_step
-    progress = tqdm(
-        total=args.total_timesteps,
-        initial=global_step,
-        unit="step",
-        dynamic_ncols=True,
-        mininterval=1 if sys.stderr.isatty() else 30,
-        desc=os.path.basename(run_dir),
-    )
+    bar = dict(unit="step", dynamic_ncols=True, mininterval=1 if sys.stderr.isatty() else 30)
+    progress = tqdm(total=args.total_timesteps, initial=global_step, desc=os.path.basename(run_dir), **bar)
     iteration = start_iteration - 1
     for iteration in range(start_iteration, num_iterations + 1):
         if args.anneal_lr:
@@ -973,9 +898,8 @@ def main(args: Args) -> dict:
 
         # ---- advantages (GAE)
         with torch.no_grad():
-            advantages, returns = compute_gae(
-                rewards, values, dones, agent.get_value(next_obs), args.gamma, args.gae_lambda
-            )
+            next_value = agent.get_value(next_obs)
+            advantages, returns = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
 
         # ---- PPO update
         agent.train()
@@ -1015,11 +939,9 @@ def main(args: Args) -> dict:
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
         sps = int((global_step - start_step) / (time.time() - start_time))
         writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
+        for name, value in (losses | {"old_approx_kl": old_approx_kl, "approx_kl": approx_kl}).items():
+            writer.add_scalar(f"losses/{name}", value.item(), global_step)
         writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
@@ -1045,23 +967,19 @@ def main(args: Args) -> dict:
     save_checkpoint(iteration)
     envs.close()
 
-    # ---- final evaluation (SPEC section 5) of the trained policy, written to eval.json and the model
-    deterministic = domain != "procgen"
-    levels = eval_levels(args) if domain == "procgen" else None
-    test = evaluate(
-        agent.actor, args, domain, args.eval_episodes, args.seed + 10_000, device, obs_rms, deterministic, levels
-    )
+    # ---- final evaluation (SPEC section 5), written to eval.json and the model; Procgen: on test levels (a block of
+    # seeds right after the training levels, so none is a training level), sampling, and on the training levels
+    deterministic, seed = domain != "procgen", args.seed + 10_000
+    levels = (args.procgen_start_level + args.procgen_num_levels, 100_000) if domain == "procgen" else None
+    test = evaluate(agent.actor, args, domain, args.eval_episodes, seed, device, obs_rms, deterministic, levels)
     evaluation = {"env_id": args.env_id, "arch": args.arch, "seed": args.seed, "global_step": global_step}
     evaluation.update(deterministic=deterministic, **eval_summary(*test))
     if domain == "mlp":
-        evaluation["train_env"] = {
-            "torso_mass_scale": args.torso_mass_scale,
-            "mass_randomization": args.mass_randomization,
-        }
+        evaluation["train_env"] = {k: getattr(args, k) for k in ("torso_mass_scale", "mass_randomization")}
         evaluation["eval_env"] = f"{args.env_id}, unmodified"
     if domain == "procgen":
-        train_returns = evaluate(agent.actor, args, domain, args.eval_episodes, args.seed + 10_000, device, None, False)
-        evaluation["train_levels"] = eval_summary(*train_returns)
+        train = evaluate(agent.actor, args, domain, args.eval_episodes, seed, device, None, False)
+        evaluation["train_levels"] = eval_summary(*train)
     evaluation["command"] = " ".join(["python"] + sys.argv)
     model = model_dict(agent, domain, args, obs_shape, action_space, obs_rms, global_step, evaluation)
     atomic_save(model, os.path.join(run_dir, "model.pt"))
