@@ -230,9 +230,8 @@ class AtariEnvs:
         opts = dict(img_height=84, img_width=84, grayscale=True, stack_num=4, maxpool=True, noop_max=30)
         opts.update(use_fire_reset=True, episodic_life=False, life_loss_info=False, reward_clipping=False)
         opts.update(frameskip=frame_skip, repeat_action_probability=sticky, max_num_frames_per_episode=max_frames)
-        self.env = AtariVectorEnv(
-            atari_game(env_id), num_envs, full_action_space=False, autoreset_mode="SameStep", **opts
-        )
+        opts.update(full_action_space=False, autoreset_mode="SameStep")
+        self.env = AtariVectorEnv(atari_game(env_id), num_envs, **opts)
         self.seed, self.eval_mode, self.num_envs = seed, eval_mode, num_envs  # seed: of a first reset() without one
         self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8)
         self.single_action_space = self.env.single_action_space  # Discrete(minimal action set)
@@ -277,9 +276,7 @@ class ProcgenVecEnv:
     env i's episode ended (its own timeout too: truncated is always False) and o_{t+1} starts the next. Seeded at
     construction only (rand_seed): reset() returns the current frames."""
 
-    def __init__(
-        self, env_name: str, num_envs: int, seed: int, num_levels=200, start_level=0, distribution_mode="easy"
-    ):
+    def __init__(self, env_name, num_envs, seed, num_levels=200, start_level=0, distribution_mode="easy"):
         from procgen import ProcgenGym3Env  # lazy: importing procgen imports the old `gym` (prints a notice)
 
         levels = dict(num_levels=num_levels, start_level=start_level, distribution_mode=distribution_mode)
@@ -347,10 +344,8 @@ def env_state(envs, raw_obs: np.ndarray):
     per_env = []
     for env in envs.unwrapped.envs:
         core, time_limit = env.unwrapped, time_limit_of(env)
-        state = {
-            "rng": core.np_random.bit_generator.state,
-            "elapsed_steps": getattr(time_limit, "_elapsed_steps", None),
-        }
+        state = {"rng": core.np_random.bit_generator.state}
+        state["elapsed_steps"] = getattr(time_limit, "_elapsed_steps", None)
         if hasattr(core, "model") and hasattr(core, "data"):  # MuJoCo
             import mujoco
 
@@ -716,39 +711,32 @@ def check_args(args: Args) -> str:
 def prepare_run(args: Args, default_name: str):
     """Validate the output folder (and the checkpoint to resume) before any training; returns (run_dir, state)."""
     if args.resume:
-        folder = os.path.isdir(args.resume)
+        folder, name = os.path.isdir(args.resume), "checkpoint.pt"
         run_dir = args.resume if folder else os.path.dirname(os.path.abspath(args.resume))
-        path = os.path.join(run_dir, "checkpoint.pt") if folder else args.resume
+        path = os.path.join(run_dir, name) if folder else args.resume
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
-            raise UsageError(
-                f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt"
-            )
-        old = state["args"]  # a flag newer than the run: as it ran
-        changed = [
-            f"--{k.replace('_', '-')} {old[k]!r} (now {getattr(args, k)!r})"
-            for k in STRUCTURAL
-            if k in old and old[k] != getattr(args, k)
-        ]
+            raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's {name}")
+        old, now = state["args"], asdict(args)  # a flag newer than the run: as it ran
+        changed = [k for k in STRUCTURAL if k in old and old[k] != now[k]]
         if changed:
-            found = f"--resume: these flags differ from the interrupted run: {', '.join(changed)}"
+            diff = ", ".join(f"--{k.replace('_', '-')} {old[k]!r} (now {now[k]!r})" for k in changed)
+            found = f"--resume: these flags differ from the interrupted run: {diff}"
             raise UsageError(f"{found}; resume with the run's original flags")
         batch = args.num_envs * args.num_steps
         if state["global_step"] >= args.total_timesteps // batch * batch and os.path.exists(f"{run_dir}/model.pt"):
             found = f"the run at {run_dir} already reached {state['global_step']} steps"
             raise UsageError(f"{found}; raise --total-timesteps to continue it")
         return run_dir, state
-    run_dir = os.path.join(args.output_dir, args.run_name or default_name)
+    run_dir, writable = os.path.join(args.output_dir, args.run_name or default_name), "pass a writable --output-dir"
     if os.path.exists(run_dir):
         raise UsageError(f"run folder '{run_dir}' already exists; pick another --run-name, or --resume {run_dir}")
     try:
         os.makedirs(args.output_dir, exist_ok=True)
     except OSError as e:
-        raise UsageError(
-            f"cannot create output folder '{args.output_dir}' ({e.strerror}); pass a writable --output-dir"
-        )
+        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); {writable}")
     if not os.access(args.output_dir, os.W_OK):
-        raise UsageError(f"output folder '{args.output_dir}' is not writable; pass a writable --output-dir")
+        raise UsageError(f"output folder '{args.output_dir}' is not writable; {writable}")
     os.makedirs(run_dir)
     return run_dir, None
 
