@@ -1,15 +1,11 @@
 """PPO teachers for Proximal Policy Distillation (Spigler, TMLR 2025), in all three of the paper's domains.
 
 Plain PPO-clip (Schulman et al. 2017) with the paper's teacher settings (Appendix A.2, Table 3). It saves a
-self-describing checkpoint (`model.pt`) that every distillation script loads with no extra flags. The
-domain follows from the env id:
-
-  * any gymnasium env with a flat Box observation (Hopper-v5, CartPole-v1, ...): MLP actor and critic
-  * `<Game>NoFrameskip-v4` or `ALE/<Game>-v5`: Atari pipeline (ale-py's vector env), CNN actor and critic
-  * `procgen:<game>` (e.g. `procgen:coinrun`): Procgen pipeline (200 easy levels), CNN actor and critic
-
-`--arch smaller|same|larger` picks the network of the paper's Table 4, so this script also trains the
-PPO-only baseline students of Table 7.
+self-describing checkpoint (`model.pt`) that every distillation script loads with no extra flags. The domain
+follows from the env id: a gymnasium env with a flat Box observation (Hopper-v5, CartPole-v1, ...): MLP actor and
+critic; `<Game>NoFrameskip-v4` or `ALE/<Game>-v5`: Atari (ale-py's vector env), CNNs; `procgen:<game>`: Procgen
+(200 easy levels), CNNs. `--arch smaller|same|larger` picks the network of the paper's Table 4, so this script also
+trains the PPO-only baseline students of Table 7.
 
     python train_teacher.py --env-id CartPole-v1 --total-timesteps 100000
 """
