@@ -109,6 +109,40 @@ def check_ranges(args: Args, ranges: dict) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be {rule}, got {value}")
 
 
+def check_args(args: Args) -> str:
+    """Everything that can be wrong with the flags, refused before any training or writing; fills in the per-domain
+    defaults (Table 3); returns the domain."""
+    check_ranges(args, FLAG_RANGES)
+    domain = detect_domain(args.env_id)
+    check_env_id(args.env_id)
+    short = any(k in args.env_id for k in ("Swimmer", "Hopper"))
+    if args.total_timesteps is None:
+        args.total_timesteps = 30_000_000 if domain == "procgen" else 10_000_000
+    if args.num_steps is None:
+        args.num_steps = 256 if domain == "atari" or short else 512
+    if args.ent_coef is None:
+        args.ent_coef = 0.01 if domain != "mlp" or short else 0.0
+    if args.eval_episodes is None:
+        args.eval_episodes = 200 if domain == "procgen" else 50
+    if domain == "procgen" and args.procgen_num_levels < 1:
+        why = "with 0 (all levels) no unseen levels are left to evaluate on"
+        raise UsageError(f"--procgen-num-levels must be at least 1: {why}")
+    if args.frozen_obs_norm and domain != "mlp":
+        raise UsageError("--frozen-obs-norm applies to the MLP domain only (pixel observations are not normalized)")
+    if args.torso_mass_scale != 1.0 or args.mass_randomization != 0.0:  # their ranges: FLAG_RANGES
+        mass = "--torso-mass-scale and --mass-randomization"
+        if domain != "mlp":
+            raise UsageError(f"{mass} apply to MuJoCo envs only; drop them")
+        model = getattr(gym.make(args.env_id).unwrapped, "model", None)
+        if model is None or "torso" not in [model.body(i).name for i in range(model.nbody)]:
+            fix = "drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ..."
+            raise UsageError(f"{mass} need a MuJoCo env with a body named 'torso', {args.env_id} has none; {fix}")
+    if args.total_timesteps < args.num_envs * args.num_steps:
+        rollout = f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)"
+        raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout {rollout}")
+    return domain
+
+
 def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: str) -> None:
     """A NaN or inf stops the run before it reaches the parameters (and so any checkpoint), naming the term."""
     if torch.isfinite(torch.stack([loss.detach(), grad_norm])).all():
@@ -665,43 +699,10 @@ def eval_summary(returns: list, truncated: int) -> dict:
     return summary | {"truncated_episodes": truncated, "returns": returns}
 
 
-# ---- input checks and run folders: everything that can be wrong is refused before any training or writing
+# ---- run folders: the flags that must not change when a run is resumed
 STRUCTURAL = ("env_id", "arch", "seed", "num_envs", "num_steps", "minibatch_size", "frame_skip", "procgen_num_levels")
 STRUCTURAL += ("procgen_start_level", "procgen_distribution_mode", "frozen_obs_norm", "torso_mass_scale")
 STRUCTURAL += ("mass_randomization", "restart_games_at_checkpoint")
-
-
-def check_args(args: Args) -> str:
-    """Ranges, env id and the flags' combinations; fills in the per-domain defaults (Table 3); returns the domain."""
-    check_ranges(args, FLAG_RANGES)
-    domain = detect_domain(args.env_id)
-    check_env_id(args.env_id)
-    short = any(k in args.env_id for k in ("Swimmer", "Hopper"))
-    if args.total_timesteps is None:
-        args.total_timesteps = 30_000_000 if domain == "procgen" else 10_000_000
-    if args.num_steps is None:
-        args.num_steps = 256 if domain == "atari" or short else 512
-    if args.ent_coef is None:
-        args.ent_coef = 0.01 if domain != "mlp" or short else 0.0
-    if args.eval_episodes is None:
-        args.eval_episodes = 200 if domain == "procgen" else 50
-    if domain == "procgen" and args.procgen_num_levels < 1:
-        why = "with 0 (all levels) no unseen levels are left to evaluate on"
-        raise UsageError(f"--procgen-num-levels must be at least 1: {why}")
-    if args.frozen_obs_norm and domain != "mlp":
-        raise UsageError("--frozen-obs-norm applies to the MLP domain only (pixel observations are not normalized)")
-    if args.torso_mass_scale != 1.0 or args.mass_randomization != 0.0:  # their ranges: FLAG_RANGES
-        mass = "--torso-mass-scale and --mass-randomization"
-        if domain != "mlp":
-            raise UsageError(f"{mass} apply to MuJoCo envs only; drop them")
-        model = getattr(gym.make(args.env_id).unwrapped, "model", None)
-        if model is None or "torso" not in [model.body(i).name for i in range(model.nbody)]:
-            fix = "drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ..."
-            raise UsageError(f"{mass} need a MuJoCo env with a body named 'torso', {args.env_id} has none; {fix}")
-    if args.total_timesteps < args.num_envs * args.num_steps:
-        rollout = f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)"
-        raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout {rollout}")
-    return domain
 
 
 def prepare_run(args: Args, default_name: str):
