@@ -149,8 +149,9 @@ def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: st
         return
     bad = [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["gradient"]
     print(file=sys.stderr)  # off the progress bar's line
-    msg = f"non-finite {', '.join(bad)} in update {iteration}; the run stopped, its last good checkpoint is in"
-    fail(f"{msg} {run_dir} (try a lower --learning-rate, or check the env's rewards and observations)", code=3)
+    hint = "(try a lower --learning-rate, or check the env's rewards and observations)"
+    where = f"in update {iteration}; the run stopped, its last good checkpoint is in {run_dir}"
+    fail(f"non-finite {', '.join(bad)} {where} {hint}", code=3)
 
 
 # ---- environments: every domain's vector env has reset(seed) and step(actions) with SAME_STEP autoreset
@@ -185,20 +186,19 @@ def check_env_id(env_id: str) -> None:
     elif domain == "atari":
         from ale_py.roms import get_all_rom_ids  # imported here: only the Atari domain needs ale-py
 
-        roms, game = get_all_rom_ids(), atari_game(env_id)
-        if game not in roms:
-            close = difflib.get_close_matches(game, roms, n=3)
+        roms = get_all_rom_ids()
+        if atari_game(env_id) not in roms:
+            close = difflib.get_close_matches(atari_game(env_id), roms, n=3)
             names = ", ".join("".join(p.capitalize() for p in r.split("_")) + "NoFrameskip-v4" for r in close)
             raise UsageError(f"unknown Atari game in '{env_id}'; closest known ids: {names or 'none'}")
     elif env_id not in gym.registry:
-        close = ", ".join(difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.5)) or "none"
+        close = ", ".join(difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.5))
         hint = "(Atari: <Game>NoFrameskip-v4, Procgen: procgen:<game>)"
-        raise UsageError(f"gymnasium does not know the env id '{env_id}'; closest known ids: {close} {hint}")
+        raise UsageError(f"gymnasium does not know the env id '{env_id}'; closest known ids: {close or 'none'} {hint}")
 
 
 class MassRandomization(gym.Wrapper):
-    """The seed report's randomized Hopper: the torso's mass times `torso_scale` for good, and at every reset every
-    other body's mass times U(1 - spread, 1 + spread) (Tobin et al. 2017), drawn from the env's own seeded RNG."""
+    """Torso mass x torso_scale; at every reset, the other masses x U(1 - spread, 1 + spread) (Tobin et al. 2017)."""
 
     def __init__(self, env: gym.Env, torso_scale: float, spread: float):
         super().__init__(env)
@@ -225,13 +225,14 @@ def make_mlp_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: 
         env = gym.make(env_id)
         return MassRandomization(env, torso_scale, spread) if torso_scale != 1.0 or spread > 0 else env
 
-    envs = gym.vector.SyncVectorEnv([make_env] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    envs = gym.vector.SyncVectorEnv([make_env for _ in range(num_envs)], autoreset_mode=same_step)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
-    obs_space, action_space = envs.single_observation_space, envs.single_action_space
+    obs_space, act_space = envs.single_observation_space, envs.single_action_space
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         raise UsageError(f"{env_id} has observation space {obs_space}; the MLP scripts need a flat Box")
-    if not isinstance(action_space, (gym.spaces.Box, gym.spaces.Discrete)):
-        raise UsageError(f"{env_id} has action space {action_space}; only Box and Discrete are supported")
+    if not isinstance(act_space, (gym.spaces.Box, gym.spaces.Discrete)):
+        raise UsageError(f"{env_id} has action space {act_space}; only Box and Discrete are supported")
     return envs
 
 
@@ -302,9 +303,7 @@ make_atari_envs = AtariEnvs  # (env_id, num_envs, seed, frame_skip, eval_mode, m
 
 
 class ProcgenVecEnv:
-    """Vector adapter around procgen's gym3 env: after act(a_t), observe() gives (r_t, o_{t+1}, first), first[i]:
-    env i's episode ended (its own timeout too: truncated is always False) and o_{t+1} starts the next. Seeded at
-    construction only (rand_seed): reset() returns the current frames."""
+    """Gymnasium-style vector adapter of ProcgenGym3Env: after act(a_t), observe() gives (r_t, o_{t+1}, first)."""
 
     def __init__(self, env_name, num_envs, seed, num_levels=200, start_level=0, distribution_mode="easy"):
         from procgen import ProcgenGym3Env  # lazy: importing procgen imports the old `gym` (prints a notice)
@@ -317,8 +316,8 @@ class ProcgenVecEnv:
         self.ep_return, self.ep_length = np.zeros(num_envs, dtype=np.float64), np.zeros(num_envs, dtype=np.int64)
 
     @staticmethod
-    def _to_chw(ob):
-        return np.ascontiguousarray(ob["rgb"].transpose(0, 3, 1, 2))  # [N,64,64,3] -> [N,3,64,64] uint8
+    def _to_chw(ob):  # [N,64,64,3] -> [N,3,64,64] uint8
+        return np.ascontiguousarray(ob["rgb"].transpose(0, 3, 1, 2))
 
     def reset(self, seed: int | None = None):
         _, ob, _ = self.env.observe()  # `seed` is ignored: seeded at construction
@@ -327,25 +326,23 @@ class ProcgenVecEnv:
     def step(self, actions):
         self.env.act(np.asarray(actions))  # cast to int32 inside
         reward, ob, first = self.env.observe()
-        obs = self._to_chw(ob)
         self.ep_return += reward
         self.ep_length += 1
-        no = np.zeros(self.num_envs, dtype=bool)  # final_obs: not kept by gym3, never needed (never truncated)
-        info = {"final_obs": obs, "_final_obs": no, "episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()}}
-        info["_episode"] = first.copy()
+        no = np.zeros(self.num_envs, dtype=bool)
+        info = {"episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()}, "_episode": first.copy()}
         self.ep_return[first], self.ep_length[first] = 0.0, 0
-        return obs, reward.astype(np.float32), first.copy(), no.copy(), info
+        return self._to_chw(ob), reward.astype(np.float32), first.copy(), no, info
 
     def get_state(self, raw_obs: np.ndarray) -> dict:
-        """Each env's procgen state (its own serialization: game, level, level RNG), the episode counters and the
-        last observations; tensors and plain types only, for torch.load(weights_only=True)."""
-        procgen = [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()]
-        state = {"procgen": procgen, "episode_returns": torch.from_numpy(self.ep_return.copy())}
-        state.update(episode_lengths=torch.from_numpy(self.ep_length.copy()), raw_obs=torch.from_numpy(raw_obs.copy()))
-        return state
+        """Each env's procgen state, the episode counters and the last observations, as tensors (weights_only)."""
+        saved = {"procgen": [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()]}
+        saved["episode_returns"] = torch.from_numpy(self.ep_return.copy())
+        saved["episode_lengths"] = torch.from_numpy(self.ep_length.copy())
+        saved["raw_obs"] = torch.from_numpy(raw_obs.copy())
+        return saved
 
     def set_state(self, saved: dict) -> np.ndarray:
-        """The inverse of get_state; returns the last observations."""
+        """The inverse of get_state, on an env built with the run's flags and seed; returns the last observations."""
         if len(saved["procgen"]) != self.num_envs:
             raise ValueError(f"saved state holds {len(saved['procgen'])} envs, this vector env has {self.num_envs}")
         self.env.set_state([t.numpy().tobytes() for t in saved["procgen"]])
@@ -364,9 +361,7 @@ def time_limit_of(env: gym.Env):
 
 
 def env_state(envs, raw_obs: np.ndarray):
-    """What a resumed run needs to take the very steps of the uninterrupted run: per env its physics (MuJoCo's
-    integration state and masses, or a classic-control env's `state`), RNG and time-limit counter, the episode
-    statistics and the last observations. None for Atari (--restart-games-at-checkpoint instead)."""
+    """Per env physics, RNG and time-limit counter, so that a resumed run takes the very same steps (Atari: None)."""
     if isinstance(envs, ProcgenVecEnv):
         return envs.get_state(raw_obs)
     if isinstance(envs, AtariEnvs):
@@ -374,8 +369,9 @@ def env_state(envs, raw_obs: np.ndarray):
     per_env = []
     for env in envs.unwrapped.envs:
         core, time_limit = env.unwrapped, time_limit_of(env)
-        state = {"rng": core.np_random.bit_generator.state}
-        state["elapsed_steps"] = getattr(time_limit, "_elapsed_steps", None)
+        steps = getattr(time_limit, "_elapsed_steps", None)
+        state = {"rng": core.np_random.bit_generator.state, "elapsed_steps": steps}
+
         if hasattr(core, "model") and hasattr(core, "data"):  # MuJoCo
             import mujoco
 
@@ -388,8 +384,9 @@ def env_state(envs, raw_obs: np.ndarray):
             return None
         per_env.append(state)
     saved = {"envs": per_env, "raw_obs": torch.from_numpy(raw_obs.copy())}
-    saved.update(episode_returns=torch.from_numpy(envs.episode_returns.copy()))
-    saved.update(episode_lengths=torch.from_numpy(envs.episode_lengths.copy()), episode_count=int(envs.episode_count))
+    saved["episode_returns"] = torch.from_numpy(envs.episode_returns.copy())
+    saved["episode_lengths"] = torch.from_numpy(envs.episode_lengths.copy())
+    saved["episode_count"] = int(envs.episode_count)
     return saved
 
 
@@ -425,7 +422,8 @@ class RunningMeanStd:
         delta, total = batch_mean - self.mean, self.count + batch_count
         self.mean = self.mean + delta * batch_count / total
         m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
-        self.var, self.count = m2 / total, total
+        self.var = m2 / total
+        self.count = total
 
     def normalize(self, x: np.ndarray, clip: float = 10.0) -> np.ndarray:
         return np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -clip, clip).astype(np.float32)
@@ -466,10 +464,8 @@ class NatureCNN(nn.Module):
 
     def __init__(self, in_channels, out_dim, fc=128, channels=(32, 32, 32), in_hw=84, head_std=0.01):
         super().__init__()
-        layers, c_in = [], in_channels
-        for c, kernel, stride in zip(channels, (8, 4, 3), (4, 2, 1)):
-            layers += [layer_init(nn.Conv2d(c_in, c, kernel, stride=stride)), nn.ReLU()]
-            c_in = c
+        specs = zip((in_channels, *channels[:2]), channels, (8, 4, 3), (4, 2, 1))  # (in, out, kernel, stride)
+        layers = [m for i, o, k, s in specs for m in (layer_init(nn.Conv2d(i, o, k, stride=s)), nn.ReLU())]
         self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():  # flattened size for this input size (7x7 at 84, 4x4 at 64)
             n_flat = self.convs(torch.zeros(1, in_channels, in_hw, in_hw)).shape[1]
@@ -491,15 +487,14 @@ class ResidualBlock(nn.Module):
 
 
 class ImpalaCNN(nn.Module):
-    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3 -> maxpool 3 s2 p1 -> 2 residual blocks; then
-    flatten -> ReLU -> fc -> ReLU -> head."""
+    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3, maxpool 3 s2, 2 residual blocks; then ReLU, fc, ReLU."""
 
     def __init__(self, in_channels, out_dim, channels=(16, 32, 32), fc=256, in_hw=84, head_std=0.01):
         super().__init__()
         layers, c_in = [], in_channels
         for c in channels:
-            layers += [layer_init(nn.Conv2d(c_in, c, 3, padding=1)), nn.MaxPool2d(3, stride=2, padding=1)]
-            layers += [ResidualBlock(c), ResidualBlock(c)]
+            conv = layer_init(nn.Conv2d(c_in, c, 3, padding=1))
+            layers += [conv, nn.MaxPool2d(3, stride=2, padding=1), ResidualBlock(c), ResidualBlock(c)]
             c_in = c
         self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():  # 84 -> 42 -> 21 -> 11;  64 -> 32 -> 16 -> 8
@@ -515,13 +510,12 @@ def make_body(domain: str, config: dict, obs_shape: tuple, out_dim: int, head_st
     if domain == "mlp":
         return mlp(int(np.prod(obs_shape)), config["hidden"], out_dim, head_std)
     cnn = NatureCNN if config["cnn"] == "nature" else ImpalaCNN
-    sizes = dict(channels=tuple(config["channels"]), fc=config["fc"], in_hw=obs_shape[-1])
-    return cnn(obs_shape[0], out_dim, **sizes, head_std=head_std)
+    size = dict(channels=tuple(config["channels"]), fc=config["fc"], in_hw=obs_shape[-1])
+    return cnn(obs_shape[0], out_dim, **size, head_std=head_std)
 
 
 class Actor(nn.Module):
-    """pi(a|s): Categorical over logits, or a diagonal Gaussian with a state-independent log-std (actions are
-    clipped only when sent to the env)."""
+    """pi(a|s): Categorical over logits, or a diagonal Gaussian with a state-independent log-std."""
 
     def __init__(self, body: nn.Module, action_space: gym.Space):
         super().__init__()
@@ -601,28 +595,30 @@ def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, act
     if os.path.isdir(path):
         model = os.path.join(path, "model.pt")
         path = model if os.path.exists(model) else os.path.join(path, "checkpoint.pt")
-    ours, this_env = "model.pt written by train_teacher.py", "use a checkpoint trained on this env"
     if not os.path.isfile(path):
-        raise UsageError(f"checkpoint '{path}' does not exist; pass the {ours}")
+        raise UsageError(f"checkpoint '{path}' does not exist; pass the model.pt written by train_teacher.py")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, ...
-        why = f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); it is truncated or not a checkpoint"
-        raise UsageError(f"cannot read checkpoint '{path}' {why}, train or copy it again")
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        hint = "it is truncated or not a checkpoint, train or copy it again"
+        raise UsageError(f"cannot read checkpoint '{path}' ({why}); {hint}")
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
-        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); pass a {ours}")
+        hint = "pass a model.pt written by train_teacher.py"
+        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); {hint}")
     if ckpt["format_version"] != FORMAT_VERSION:
-        found = f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read version"
-        raise UsageError(f"{found} {FORMAT_VERSION}; re-save it with the matching version of the scripts")
+        version = f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read version"
+        raise UsageError(f"{version} {FORMAT_VERSION}; re-save it with the matching version of the scripts")
     if env_id is not None and ckpt["env_id"] != env_id:
-        found = f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}"
-        raise UsageError(f"{found}; pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}")
+        hint = f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}"
+        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; {hint}")
+    hint = "use a checkpoint trained on this env"
     if obs_shape is not None and tuple(ckpt["obs_shape"]) != tuple(obs_shape):
         found = f"checkpoint '{path}' expects observations of shape {tuple(ckpt['obs_shape'])}"
-        raise UsageError(f"{found}, the env gives {tuple(obs_shape)}; {this_env}")
+        raise UsageError(f"{found}, the env gives {tuple(obs_shape)}; {hint}")
     if action_space is not None and ckpt["action_space"] != space_dict(action_space):
         found = f"checkpoint '{path}' has action space {ckpt['action_space']}"
-        raise UsageError(f"{found}, the env has {space_dict(action_space)}; {this_env}")
+        raise UsageError(f"{found}, the env has {space_dict(action_space)}; {hint}")
     return ckpt
 
 
@@ -654,8 +650,9 @@ def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
         raise UsageError(f"--minibatch-size must be positive, got {minibatch_size}")
     n = max(1, round(batch_size / minibatch_size))
     if batch_size % n:
-        found = f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal minibatches"
-        raise UsageError(f"{found} of about {minibatch_size}; change --num-envs, --num-steps or --minibatch-size")
+        what = f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal minibatches"
+        fix = "change --num-envs, --num-steps or --minibatch-size"
+        raise UsageError(f"{what} of about {minibatch_size}; {fix}")
     return n, batch_size // n
 
 
@@ -694,7 +691,7 @@ def evaluate(
 
 
 def eval_summary(returns: list, truncated: int) -> dict:
-    """eval.json's numbers; truncated_episodes: cut by a time limit (MuJoCo's 1000 steps, --eval-max-frames)."""
+    """eval.json's numbers; truncated_episodes: episodes cut by a time limit rather than ended by the env."""
     summary = {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "episodes": len(returns)}
     return summary | {"truncated_episodes": truncated, "returns": returns}
 
@@ -708,32 +705,34 @@ STRUCTURAL += ("mass_randomization", "restart_games_at_checkpoint")
 def prepare_run(args: Args, default_name: str):
     """Validate the output folder (and the checkpoint to resume) before any training; returns (run_dir, state)."""
     if args.resume:
-        folder, name = os.path.isdir(args.resume), "checkpoint.pt"
-        run_dir = args.resume if folder else os.path.dirname(os.path.abspath(args.resume))
-        path = os.path.join(run_dir, name) if folder else args.resume
+        run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume))
+        path = os.path.join(run_dir, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
-            raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's {name}")
-        old, now = state["args"], asdict(args)  # a flag newer than the run: as it ran
-        changed = [k for k in STRUCTURAL if k in old and old[k] != now[k]]
+            hint = "resume from a run's checkpoint.pt"
+            raise UsageError(f"'{path}' holds a finished model without training state; {hint}")
+        old = state["args"]  # flags newer than the run: as it ran
+        changed = [k for k in STRUCTURAL if k in old and old[k] != getattr(args, k)]
         if changed:
-            diff = ", ".join(f"--{k.replace('_', '-')} {old[k]!r} (now {now[k]!r})" for k in changed)
-            found = f"--resume: these flags differ from the interrupted run: {diff}"
-            raise UsageError(f"{found}; resume with the run's original flags")
+            diffs = ", ".join(f"--{k.replace('_', '-')} {old[k]!r} (now {getattr(args, k)!r})" for k in changed)
+            hint = "resume with the run's original flags"
+            raise UsageError(f"--resume: these flags differ from the interrupted run: {diffs}; {hint}")
         batch = args.num_envs * args.num_steps
-        if state["global_step"] >= args.total_timesteps // batch * batch and os.path.exists(f"{run_dir}/model.pt"):
-            found = f"the run at {run_dir} already reached {state['global_step']} steps"
-            raise UsageError(f"{found}; raise --total-timesteps to continue it")
+        done = state["global_step"] >= (args.total_timesteps // batch) * batch
+        if done and os.path.exists(os.path.join(run_dir, "model.pt")):
+            hint = "raise --total-timesteps to continue it"
+            raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; {hint}")
         return run_dir, state
-    run_dir, writable = os.path.join(args.output_dir, args.run_name or default_name), "pass a writable --output-dir"
+    run_dir = os.path.join(args.output_dir, args.run_name or default_name)
     if os.path.exists(run_dir):
         raise UsageError(f"run folder '{run_dir}' already exists; pick another --run-name, or --resume {run_dir}")
     try:
         os.makedirs(args.output_dir, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); {writable}")
+        hint = "pass a writable --output-dir"
+        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); {hint}")
     if not os.access(args.output_dir, os.W_OK):
-        raise UsageError(f"output folder '{args.output_dir}' is not writable; {writable}")
+        raise UsageError(f"output folder '{args.output_dir}' is not writable; pass a writable --output-dir")
     os.makedirs(run_dir)
     return run_dir, None
 
