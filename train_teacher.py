@@ -154,8 +154,9 @@ def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: st
     fail(f"non-finite {', '.join(bad)} {where} {hint}", code=3)
 
 
-# ---- environments: every domain's vector env has reset(seed) and step(actions) with SAME_STEP autoreset
-# (info["final_obs"] / info["_final_obs"]) and full-game statistics in info["episode"] / info["_episode"]
+# ---- environments: every domain's vector env has reset(seed) and step(actions) with SAME_STEP autoreset, full-game
+# statistics in info["episode"] / info["_episode"] and, where an episode can be truncated, its last observation in
+# info["final_obs"] / info["_final_obs"] (MLP, Atari; Procgen never truncates)
 PROCGEN_GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot")
 PROCGEN_GAMES += ("heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot")
 
