@@ -1,15 +1,11 @@
 """PPO teachers for Proximal Policy Distillation (Spigler, TMLR 2025), in all three of the paper's domains.
 
 Plain PPO-clip (Schulman et al. 2017) with the paper's teacher settings (Appendix A.2, Table 3). It saves a
-self-describing checkpoint (`model.pt`) that every distillation script loads with no extra flags. The
-domain follows from the env id:
-
-  * any gymnasium env with a flat Box observation (Hopper-v5, CartPole-v1, ...): MLP actor and critic
-  * `<Game>NoFrameskip-v4` or `ALE/<Game>-v5`: Atari pipeline (ale-py's vector env), CNN actor and critic
-  * `procgen:<game>` (e.g. `procgen:coinrun`): Procgen pipeline (200 easy levels), CNN actor and critic
-
-`--arch smaller|same|larger` picks the network of the paper's Table 4, so this script also trains the
-PPO-only baseline students of Table 7.
+self-describing checkpoint (`model.pt`) that every distillation script loads with no extra flags. The domain
+follows from the env id: a gymnasium env with a flat Box observation (Hopper-v5, CartPole-v1, ...): MLP actor and
+critic; `<Game>NoFrameskip-v4` or `ALE/<Game>-v5`: Atari (ale-py's vector env), CNNs; `procgen:<game>`: Procgen
+(200 easy levels), CNNs. `--arch smaller|same|larger` picks the network of the paper's Table 4, so this script also
+trains the PPO-only baseline students of Table 7.
 
     python train_teacher.py --env-id CartPole-v1 --total-timesteps 100000
 """
@@ -42,97 +38,58 @@ FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
 @dataclass
 class Args:
     # General settings
-    env_id: str = "Hopper-v5"
-    """gymnasium id with a flat Box observation (MLP), `<Game>NoFrameskip-v4` or `ALE/<Game>-v5` (Atari), or `procgen:<game>` (Procgen)"""
-    torso_mass_scale: float = 1.0
-    """training envs only (MuJoCo): multiply the torso's mass by this (0.7: the seed report's 'source' Hopper); evaluation always uses the unmodified env"""
-    mass_randomization: float = 0.0
-    """training envs only (MuJoCo): at every episode scale every other body's mass by U(1-x, 1+x) (0.3: the seed report's domain randomization)"""
-    arch: Literal["smaller", "same", "larger"] = "same"
-    """network size (paper Table 4): `same` is the teacher's; `smaller`/`larger` train PPO-only students"""
-    exp_name: str = "ppo"
-    """name of the experiment, part of the default run name"""
-    seed: int = 1
-    """seed of torch, numpy, random and the environments"""
-    torch_deterministic: bool = True
-    """sets `torch.backends.cudnn.deterministic`"""
-    cuda: bool = True
-    """use CUDA when it is available (`--no-cuda` forces the CPU)"""
-    track: bool = False
-    """also log to Weights & Biases (imported only then)"""
-    wandb_project_name: str = "ppd"
-    """Weights & Biases project"""
-    wandb_entity: Optional[str] = None
-    """Weights & Biases entity (team)"""
-    output_dir: str = "runs"
-    """folder that holds the run folders"""
-    run_name: Optional[str] = None
-    """run folder name under output-dir (default `<env>__<exp-name>__<seed>__<unix time>`); an existing run folder is never overwritten"""
-    checkpoint_every: int = 100_000
-    """write `checkpoint.pt` (atomically) every this many environment steps; 0 writes it only at the end"""
-    restart_games_at_checkpoint: bool = True
-    """Atari: right after each periodic checkpoint, restart every game (seeded from --seed and the step), so that a run resumed from that checkpoint goes on exactly as the uninterrupted run (the ALE vector env cannot save its games; the cut episodes were bootstrapped at the rollout's end like time-limit truncations); `--no-restart-games-at-checkpoint` keeps the games going, and a resumed run then starts new ones"""
-    resume: Optional[str] = None
-    """continue the run whose `checkpoint.pt` (or run folder) this is; give the same other flags as the interrupted run (`--total-timesteps` may grow)"""
-    eval_episodes: Optional[int] = None
-    """episodes of the final evaluation (default 50; 200 for Procgen)"""
-    eval_max_frames: int = 108_000
-    """Atari: an evaluation game is cut after this many emulator frames (108k, 30 minutes of play, is the usual cap); eval.json counts the cut games as truncated_episodes"""
-    frame_skip: int = 4
-    """Atari: frames per action, max-pooled over the last two (the paper's text says no skipping, its library's example skips 4)"""
-    procgen_num_levels: int = 200
-    """Procgen: number of training levels (evaluation uses levels outside them)"""
-    procgen_start_level: int = 0
-    """Procgen: first training level"""
-    procgen_distribution_mode: str = "easy"
-    """Procgen: difficulty"""
-    frozen_obs_norm: Optional[str] = None
-    """MLP domain: normalize observations with the statistics stored in this checkpoint and never update them, as distilled students do (a comparable PPO-only baseline)"""
+    env_id: str = "Hopper-v5"  # flat-Box gymnasium env (MLP), <Game>NoFrameskip-v4, ALE/<Game>-v5 or procgen:<game>
+    torso_mass_scale: float = 1.0  # MuJoCo training envs: multiply the torso's mass by this (eval: unmodified)
+    mass_randomization: float = 0.0  # MuJoCo training envs: scale other bodies' masses by U(1-x, 1+x) per episode
+    arch: Literal["smaller", "same", "larger"] = "same"  # network size (paper Table 4): `same` is the teacher's
+    exp_name: str = "ppo"  # name of the experiment, part of the default run name
+    seed: int = 1  # seed of torch, numpy, random and the environments
+    torch_deterministic: bool = True  # sets `torch.backends.cudnn.deterministic`
+    cuda: bool = True  # use CUDA when it is available (`--no-cuda` forces the CPU)
+    track: bool = False  # also log to Weights & Biases (imported only then)
+    wandb_project_name: str = "ppd"  # Weights & Biases project
+    wandb_entity: Optional[str] = None  # Weights & Biases entity (team)
+    output_dir: str = "runs"  # folder that holds the run folders
+    run_name: Optional[str] = None  # run folder (default <env>__<exp-name>__<seed>__<time>); never overwritten
+    checkpoint_every: int = 100_000  # write checkpoint.pt every this many env steps (0: only at the end)
+    restart_games_at_checkpoint: bool = True  # Atari: new games after each checkpoint, so that resume is exact
+    resume: Optional[str] = None  # continue the run of this checkpoint.pt or run folder, with the same flags
+    eval_episodes: Optional[int] = None  # episodes of the final evaluation (default 50; 200 for Procgen)
+    eval_max_frames: int = 108_000  # Atari: cut an evaluation game after this many emulator frames
+    frame_skip: int = 4  # Atari: frames per action, max-pooled over the last two
+    procgen_num_levels: int = 200  # Procgen: number of training levels (evaluation uses levels outside them)
+    procgen_start_level: int = 0  # Procgen: first training level
+    procgen_distribution_mode: str = "easy"  # Procgen: difficulty
+    frozen_obs_norm: Optional[str] = None  # MLP: normalize observations with this checkpoint's frozen statistics
 
     # Algorithm settings (paper Table 3; None means the paper's value for the domain)
-    total_timesteps: Optional[int] = None
-    """environment steps to train (default 10M for Atari and MLP envs, 30M for Procgen)"""
-    learning_rate: float = 3e-4
-    """Adam learning rate"""
-    anneal_lr: bool = False
-    """decay the learning rate linearly to 0"""
-    num_envs: int = 18
-    """parallel environments"""
-    num_steps: Optional[int] = None
-    """steps per environment per rollout (default 256 for Atari, Swimmer, Hopper; 512 otherwise)"""
-    minibatch_size: int = 512
-    """requested minibatch size: each rollout is split into the whole number of equal minibatches closest to it (18 x 64 = 1152 samples -> 2 x 576)"""
-    update_epochs: int = 4
-    """passes over each rollout"""
-    gamma: float = 0.995
-    """discount factor"""
-    gae_lambda: float = 0.9
-    """lambda of generalized advantage estimation"""
-    clip_coef: float = 0.2
-    """PPO clip coefficient epsilon"""
-    ent_coef: Optional[float] = None
-    """entropy coefficient alpha (default 0.01 for Atari, Procgen, Swimmer, Hopper; 0.0 otherwise)"""
-    vf_coef: float = 0.5
-    """value loss coefficient c_v"""
-    max_grad_norm: float = 0.5
-    """gradient clipping norm"""
-    norm_adv: bool = True
-    """normalize advantages per minibatch"""
-    norm_reward: bool = True
-    """scale rewards by a running estimate of the std of the discounted return"""
-    adam_eps: float = 1e-5
-    """Adam epsilon"""
+    total_timesteps: Optional[int] = None  # environment steps to train (default 10M; 30M for Procgen)
+    learning_rate: float = 3e-4  # Adam learning rate
+    anneal_lr: bool = False  # decay the learning rate linearly to 0
+    num_envs: int = 18  # parallel environments
+    num_steps: Optional[int] = None  # steps per env per rollout (default 256 for Atari, Swimmer, Hopper; else 512)
+    minibatch_size: int = 512  # a rollout is split into the whole number of equal minibatches closest to this
+    update_epochs: int = 4  # passes over each rollout
+    gamma: float = 0.995  # discount factor
+    gae_lambda: float = 0.9  # lambda of generalized advantage estimation
+    clip_coef: float = 0.2  # PPO clip coefficient epsilon
+    ent_coef: Optional[float] = None  # entropy coefficient (default 0.01 for pixels, Swimmer, Hopper; else 0.0)
+    vf_coef: float = 0.5  # value loss coefficient c_v
+    max_grad_norm: float = 0.5  # gradient clipping norm
+    norm_adv: bool = True  # normalize advantages per minibatch
+    norm_reward: bool = True  # scale rewards by a running estimate of the std of the discounted return
+    adam_eps: float = 1e-5  # Adam epsilon
 
 
 # the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
-FLAG_RANGES = {
-    "seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1", "eval_max_frames": ">= 1",
-    "frame_skip": ">= 1", "procgen_num_levels": ">= 0", "procgen_start_level": ">= 0",
-    "torso_mass_scale": "> 0", "mass_randomization": "in [0, 1)",
-    "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1",
-    "minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]", "clip_coef": "> 0",
-    "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0",
-}
+FLAG_RANGES = {"seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1", "eval_max_frames": ">= 1"}
+FLAG_RANGES |= {"frame_skip": ">= 1", "procgen_num_levels": ">= 0", "procgen_start_level": ">= 0"}
+FLAG_RANGES |= {"torso_mass_scale": "> 0", "mass_randomization": "in [0, 1)", "total_timesteps": ">= 1"}
+FLAG_RANGES |= {"learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1", "minibatch_size": ">= 1"}
+FLAG_RANGES |= {"update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]", "clip_coef": "> 0"}
+FLAG_RANGES |= {"ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0"}
+RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0}
+RULES |= {"in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1}
 
 
 class UsageError(Exception):
@@ -144,10 +101,6 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0, "in [0, 1]": lambda v: 0 <= v <= 1,
-         "in [0, 1)": lambda v: 0 <= v < 1}
-
-
 def check_ranges(args: Args, ranges: dict) -> None:
     """Every numeric flag finite and in its range (FLAG_RANGES); UsageError naming the first that is not."""
     for name, rule in ranges.items():
@@ -156,21 +109,56 @@ def check_ranges(args: Args, ranges: dict) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be {rule}, got {value}")
 
 
+def check_args(args: Args) -> str:
+    """Everything that can be wrong with the flags, refused before any training or writing; fills in the per-domain
+    defaults (Table 3); returns the domain."""
+    check_ranges(args, FLAG_RANGES)
+    domain = detect_domain(args.env_id)
+    check_env_id(args.env_id)
+    short = any(k in args.env_id for k in ("Swimmer", "Hopper"))
+    if args.total_timesteps is None:
+        args.total_timesteps = 30_000_000 if domain == "procgen" else 10_000_000
+    if args.num_steps is None:
+        args.num_steps = 256 if domain == "atari" or short else 512
+    if args.ent_coef is None:
+        args.ent_coef = 0.01 if domain != "mlp" or short else 0.0
+    if args.eval_episodes is None:
+        args.eval_episodes = 200 if domain == "procgen" else 50
+    if domain == "procgen" and args.procgen_num_levels < 1:
+        why = "with 0 (all levels) no unseen levels are left to evaluate on"
+        raise UsageError(f"--procgen-num-levels must be at least 1: {why}")
+    if args.frozen_obs_norm and domain != "mlp":
+        raise UsageError("--frozen-obs-norm applies to the MLP domain only (pixel observations are not normalized)")
+    if args.torso_mass_scale != 1.0 or args.mass_randomization != 0.0:  # their ranges: FLAG_RANGES
+        mass = "--torso-mass-scale and --mass-randomization"
+        if domain != "mlp":
+            raise UsageError(f"{mass} apply to MuJoCo envs only; drop them")
+        model = getattr(gym.make(args.env_id).unwrapped, "model", None)
+        if model is None or "torso" not in [model.body(i).name for i in range(model.nbody)]:
+            fix = "drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ..."
+            raise UsageError(f"{mass} need a MuJoCo env with a body named 'torso', {args.env_id} has none; {fix}")
+    if args.total_timesteps < args.num_envs * args.num_steps:
+        rollout = f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)"
+        raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout {rollout}")
+    return domain
+
+
 def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: str) -> None:
     """A NaN or inf stops the run before it reaches the parameters (and so any checkpoint), naming the term."""
     if torch.isfinite(torch.stack([loss.detach(), grad_norm])).all():
         return
     bad = [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["gradient"]
     print(file=sys.stderr)  # off the progress bar's line
-    fail(f"non-finite {', '.join(bad)} in update {iteration}; the run stopped, its last good checkpoint is in {run_dir} "
-         "(try a lower --learning-rate, or check the env's rewards and observations)", code=3)
+    hint = "(try a lower --learning-rate, or check the env's rewards and observations)"
+    where = f"in update {iteration}; the run stopped, its last good checkpoint is in {run_dir}"
+    fail(f"non-finite {', '.join(bad)} {where} {hint}", code=3)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Domains and environments
-# ----------------------------------------------------------------------------------------------------
-PROCGEN_GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball",
-                 "fruitbot", "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot")
+# ---- environments: every domain's vector env has reset(seed) and step(actions) with SAME_STEP autoreset, full-game
+# statistics in info["episode"] / info["_episode"] and, where an episode can be truncated, its last observation in
+# info["final_obs"] / info["_final_obs"] (MLP, Atari; Procgen never truncates)
+PROCGEN_GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot")
+PROCGEN_GAMES += ("heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot")
 
 
 def detect_domain(env_id: str) -> str:
@@ -194,29 +182,24 @@ def check_env_id(env_id: str) -> None:
     if domain == "procgen":
         game = env_id.split(":", 1)[1]
         if game not in PROCGEN_GAMES:
-            close = difflib.get_close_matches(game, PROCGEN_GAMES, n=3)
-            raise UsageError(f"unknown Procgen game '{game}'; try one of: "
-                             + ", ".join(f"procgen:{g}" for g in close or PROCGEN_GAMES[:4]))
+            close = difflib.get_close_matches(game, PROCGEN_GAMES, n=3) or PROCGEN_GAMES[:4]
+            raise UsageError(f"unknown Procgen game '{game}'; try one of: " + ", ".join(f"procgen:{g}" for g in close))
     elif domain == "atari":
         from ale_py.roms import get_all_rom_ids  # imported here: only the Atari domain needs ale-py
 
         roms = get_all_rom_ids()
         if atari_game(env_id) not in roms:
             close = difflib.get_close_matches(atari_game(env_id), roms, n=3)
-            names = ["".join(p.capitalize() for p in r.split("_")) + "NoFrameskip-v4" for r in close]
-            raise UsageError(f"unknown Atari game in '{env_id}'; closest known ids: {', '.join(names) or 'none'}")
-    else:
-        if env_id not in gym.registry:
-            close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.5)
-            raise UsageError(f"gymnasium does not know the env id '{env_id}'; closest known ids: "
-                             f"{', '.join(close) or 'none'} (Atari: <Game>NoFrameskip-v4, Procgen: procgen:<game>)")
+            names = ", ".join("".join(p.capitalize() for p in r.split("_")) + "NoFrameskip-v4" for r in close)
+            raise UsageError(f"unknown Atari game in '{env_id}'; closest known ids: {names or 'none'}")
+    elif env_id not in gym.registry:
+        close = ", ".join(difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.5))
+        hint = "(Atari: <Game>NoFrameskip-v4, Procgen: procgen:<game>)"
+        raise UsageError(f"gymnasium does not know the env id '{env_id}'; closest known ids: {close or 'none'} {hint}")
 
 
 class MassRandomization(gym.Wrapper):
-    """The seed report's domain-randomized Hopper (any MuJoCo env with a body named 'torso'): the torso's mass
-    multiplied by `torso_scale` for good (0.7: the 'source' env, the unmodified one being the 'target'), and at
-    every reset every other body's mass multiplied by U(1 - spread, 1 + spread) of its nominal value (uniform
-    domain randomization, Tobin et al. 2017), drawn from the env's own seeded RNG."""
+    """Torso mass x torso_scale; at every reset, the other masses x U(1 - spread, 1 + spread) (Tobin et al. 2017)."""
 
     def __init__(self, env: gym.Env, torso_scale: float, spread: float):
         super().__init__(env)
@@ -236,98 +219,63 @@ class MassRandomization(gym.Wrapper):
         return result
 
 
-def check_mass_options(env_id: str, torso_scale: float, spread: float) -> None:
-    if torso_scale == 1.0 and spread == 0.0:
-        return
-    if not 0 <= spread < 1 or torso_scale <= 0:
-        raise UsageError(f"--mass-randomization must be in [0, 1) and --torso-mass-scale > 0, got {spread} and {torso_scale}")
-    model = getattr(gym.make(env_id).unwrapped, "model", None)
-    if model is None or "torso" not in [model.body(i).name for i in range(model.nbody)]:
-        raise UsageError(f"--torso-mass-scale and --mass-randomization need a MuJoCo env with a body named 'torso', "
-                         f"{env_id} has none; drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ...")
-
-
 def make_mlp_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: float = 0.0) -> gym.vector.VectorEnv:
-    """Flat-Box envs in one process (AsyncVectorEnv was never faster on 2 cores). SAME_STEP autoreset: an
-    ended episode's last observation comes in info['final_obs'] so a truncation can be bootstrapped."""
+    """Flat-Box envs in one process (AsyncVectorEnv was never faster on 2 cores)."""
+
     def make_env():
         env = gym.make(env_id)
         return MassRandomization(env, torso_scale, spread) if torso_scale != 1.0 or spread > 0 else env
 
-    envs = gym.vector.SyncVectorEnv([make_env for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    envs = gym.vector.SyncVectorEnv([make_env for _ in range(num_envs)], autoreset_mode=same_step)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
-    if not isinstance(envs.single_observation_space, gym.spaces.Box) or len(envs.single_observation_space.shape) != 1:
-        raise UsageError(f"{env_id} has observation space {envs.single_observation_space}; the MLP scripts need a flat Box")
-    if not isinstance(envs.single_action_space, (gym.spaces.Box, gym.spaces.Discrete)):
-        raise UsageError(f"{env_id} has action space {envs.single_action_space}; only Box and Discrete are supported")
+    obs_space, act_space = envs.single_observation_space, envs.single_action_space
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise UsageError(f"{env_id} has observation space {obs_space}; the MLP scripts need a flat Box")
+    if not isinstance(act_space, (gym.spaces.Box, gym.spaces.Discrete)):
+        raise UsageError(f"{env_id} has action space {act_space}; only Box and Discrete are supported")
     return envs
 
 
 def make_envs(args: Args, domain: str, num_envs: int, seed: int, evaluation: bool = False, procgen_levels=None):
-    """Vector env of the domain, all with the same interface: reset(seed) and step(actions) with SAME_STEP
-    autoreset (info['final_obs'] / info['_final_obs']) and full-game statistics in info['episode']."""
     if domain == "mlp":  # evaluation: always the unmodified env
-        return make_mlp_envs(args.env_id, num_envs, *((1.0, 0.0) if evaluation else (args.torso_mass_scale, args.mass_randomization)))
+        mass = (1.0, 0.0) if evaluation else (args.torso_mass_scale, args.mass_randomization)
+        return make_mlp_envs(args.env_id, num_envs, *mass)
     if domain == "atari":
-        return make_atari_envs(args.env_id, num_envs, seed, args.frame_skip, evaluation, args.eval_max_frames if evaluation else 108_000)
+        max_frames = args.eval_max_frames if evaluation else 108_000
+        return make_atari_envs(args.env_id, num_envs, seed, args.frame_skip, evaluation, max_frames)
     start, count = procgen_levels or (args.procgen_start_level, args.procgen_num_levels)
     return ProcgenVecEnv(args.env_id.split(":", 1)[1], num_envs, seed, count, start, args.procgen_distribution_mode)
 
 
 class AtariEnvs:
-    """AtariVectorEnv plus the two things it does not give directly: the training episode ending at a
-    life loss while the game goes on, and full-game episode statistics.
+    """ale-py's AtariVectorEnv with the usual preprocessing (84x84 gray, 4-frame stack, noop-30 and FIRE at reset,
+    max-pool over skipped frames, minimal action set, raw rewards), sticky actions 0.25 for ALE/...-v5 ids.
+    Training: a life loss (a drop of info["lives"]) gives terminated=True while the game goes on, and final_obs[i] =
+    obs[i]; evaluation (eval_mode): terminated at game over only. A game that ends (game over or `max_frames`)
+    restarts in the same step, the ALE's info["final_obs"] holding its last frame. Env i is seeded with seed + i."""
 
-    AtariVectorEnv runs in SAME_STEP autoreset mode: when a GAME ends (game over, or 108k-frame truncation)
-    it is reset within the same step, obs[i] is the new game's first frame and the ALE's info["final_obs"][i]
-    holds the last frame of the old game (its other rows are stale, so we build our own final_obs).
-
-    Life loss: we run with life_loss_info=False (so the ALE's terminated flag means exactly "game over")
-    and detect a life loss ourselves as a drop of info["lives"]. This gives bit-for-bit the same
-    terminated signal as life_loss_info=True (checked on Breakout, MsPacman, Seaquest, Pong), and tells
-    us, without guessing, which terminations are real game ends. On a life loss the game is NOT reset:
-    obs[i] continues the same game, and final_obs[i] = obs[i] (it is terminal anyway, never bootstrapped).
-    """
-
-    def __init__(self, game: str, num_envs: int, seed: int, frame_skip: int, repeat_action_probability: float,
-                 eval_mode: bool, max_frames: int = 108_000):
+    def __init__(self, env_id: str, num_envs: int, seed: int, frame_skip=4, eval_mode=False, max_frames=108_000):
         from ale_py.vector_env import AtariVectorEnv  # imported here: only the Atari domain needs ale-py
 
-        self.env = AtariVectorEnv(
-            game,
-            num_envs,
-            frameskip=frame_skip,
-            repeat_action_probability=repeat_action_probability,
-            full_action_space=False,
-            max_num_frames_per_episode=max_frames,  # counted in emulator frames (checked: 400 -> 100 steps at skip 4)
-            img_height=84,
-            img_width=84,
-            grayscale=True,
-            stack_num=4,
-            maxpool=True,  # max over the last two skipped frames
-            noop_max=30,
-            use_fire_reset=True,  # FIRE after each game reset (games that have FIRE); not after a life loss
-            episodic_life=False,  # True would restart the whole game at every lost life: not what we want
-            life_loss_info=False,  # life loss detected below from info["lives"] (see class docstring)
-            reward_clipping=False,  # raw rewards; the learner normalizes them
-            autoreset_mode="SameStep",
-        )
-        self.seed = seed  # used by the first reset() if it gets no seed
-        self.eval_mode = eval_mode
-        self.num_envs = num_envs
+        sticky = 0.25 if env_id.endswith("-v5") else 0.0
+        opts = dict(img_height=84, img_width=84, grayscale=True, stack_num=4, maxpool=True, noop_max=30)
+        opts.update(use_fire_reset=True, episodic_life=False, life_loss_info=False, reward_clipping=False)
+        opts.update(frameskip=frame_skip, repeat_action_probability=sticky, max_num_frames_per_episode=max_frames)
+        opts.update(full_action_space=False, autoreset_mode="SameStep")
+        self.env = AtariVectorEnv(atari_game(env_id), num_envs, **opts)
+        self.seed, self.eval_mode, self.num_envs = seed, eval_mode, num_envs  # seed: of a first reset() without one
         self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8)
         self.single_action_space = self.env.single_action_space  # Discrete(minimal action set)
         self.lives = np.zeros(num_envs, dtype=np.int32)
-        self.ep_return = np.zeros(num_envs, dtype=np.float64)
-        self.ep_length = np.zeros(num_envs, dtype=np.int64)
+        self.ep_return, self.ep_length = np.zeros(num_envs, dtype=np.float64), np.zeros(num_envs, dtype=np.int64)
 
     def reset(self, seed: int | None = None):
         if seed is None:
             seed, self.seed = self.seed, None
         obs, info = self.env.reset(seed=seed)  # env i is seeded with seed + i (None: random)
         self.lives = info["lives"].copy()
-        self.ep_return[:] = 0.0
-        self.ep_length[:] = 0
+        self.ep_return[:], self.ep_length[:] = 0.0, 0
         return obs, {"lives": info["lives"]}
 
     def step(self, actions):
@@ -338,66 +286,39 @@ class AtariEnvs:
         life_loss = (lives < self.lives) & ~game_end
         self.lives = lives.copy()
         terminated = game_over if self.eval_mode else game_over | life_loss
-
         final_obs = obs.copy()
         if game_end.any():  # the ALE adds "final_obs" only then
             final_obs[game_end] = ale_info["final_obs"][game_end]
-
-        # full-game statistics (all lives), raw score, length in agent steps
-        self.ep_return += reward
+        self.ep_return += reward  # full-game statistics (all lives): raw score, length in agent steps
         self.ep_length += 1
-        info = {
-            "lives": lives,
-            "final_obs": final_obs,
-            "_final_obs": terminated | truncated,
-            "episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()},
-            "_episode": game_end,
-        }
-        self.ep_return[game_end] = 0.0
-        self.ep_length[game_end] = 0
+        info = {"lives": lives, "final_obs": final_obs, "_final_obs": terminated | truncated}
+        info.update(episode={"r": self.ep_return.copy(), "l": self.ep_length.copy()}, _episode=game_end)
+        self.ep_return[game_end], self.ep_length[game_end] = 0.0, 0
         return obs, reward, terminated, truncated, info
 
     def close(self):
         self.env.close()
 
 
-def make_atari_envs(env_id: str, num_envs: int, seed: int, frame_skip: int = 4, eval_mode: bool = False,
-                    max_frames: int = 108_000):
-    """Atari vector env with the usual DQN/PPO preprocessing (84x84 gray, 4-frame stack, noop-30 reset,
-    max-pool over skipped frames, 108k-frame limit, minimal action set).
-    Training (eval_mode=False): a life loss gives terminated=True while the game goes on.
-    Evaluation (eval_mode=True): terminated only at game over (full games, all lives).
-    Sticky actions: 0.0 for '...NoFrameskip-v4' ids, 0.25 for 'ALE/...-v5' ids.
-    Env i is seeded with seed + i by the first reset() (or by reset(seed=...))."""
-    sticky = 0.25 if env_id.endswith("-v5") else 0.0
-    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode, max_frames)
+make_atari_envs = AtariEnvs  # (env_id, num_envs, seed, frame_skip, eval_mode, max_frames), the name others import
 
 
 class ProcgenVecEnv:
-    """Gymnasium-style vector adapter around procgen.ProcgenGym3Env (gym3 act/observe API).
+    """Gymnasium-style vector adapter of ProcgenGym3Env: after act(a_t), observe() gives (r_t, o_{t+1}, first)."""
 
-    gym3 semantics: after act(a_t), observe() returns (r_t, o_{t+1}, first); first[i]=True means o_{t+1}
-    is the first frame of a new episode, i.e. env i's previous episode ended at this step (it resets
-    itself; this is already same-step autoreset). Procgen episodes end by termination or by the game's own
-    timeout; both are reported as terminated (truncated is always False). Seeding happens only here,
-    at construction (rand_seed); reset() cannot reset a gym3 env and just returns the current frames.
-    """
-
-    def __init__(self, env_name: str, num_envs: int, seed: int, num_levels: int = 200, start_level: int = 0,
-                 distribution_mode: str = "easy"):
+    def __init__(self, env_name, num_envs, seed, num_levels=200, start_level=0, distribution_mode="easy"):
         from procgen import ProcgenGym3Env  # lazy: importing procgen imports the old `gym` (prints a notice)
 
-        self.env = ProcgenGym3Env(num=num_envs, env_name=env_name, num_levels=num_levels,
-                                  start_level=start_level, distribution_mode=distribution_mode, rand_seed=seed)
+        levels = dict(num_levels=num_levels, start_level=start_level, distribution_mode=distribution_mode)
+        self.env = ProcgenGym3Env(num=num_envs, env_name=env_name, rand_seed=seed, **levels)
         self.num_envs = num_envs
         self.single_observation_space = gym.spaces.Box(0, 255, (3, 64, 64), np.uint8)
         self.single_action_space = gym.spaces.Discrete(self.env.ac_space.eltype.n)  # 15
-        self.ep_return = np.zeros(num_envs, dtype=np.float64)
-        self.ep_length = np.zeros(num_envs, dtype=np.int64)
+        self.ep_return, self.ep_length = np.zeros(num_envs, dtype=np.float64), np.zeros(num_envs, dtype=np.int64)
 
     @staticmethod
-    def _to_chw(ob):
-        return np.ascontiguousarray(ob["rgb"].transpose(0, 3, 1, 2))  # [N,64,64,3] -> [N,3,64,64] uint8
+    def _to_chw(ob):  # [N,64,64,3] -> [N,3,64,64] uint8
+        return np.ascontiguousarray(ob["rgb"].transpose(0, 3, 1, 2))
 
     def reset(self, seed: int | None = None):
         _, ob, _ = self.env.observe()  # `seed` is ignored: seeded at construction
@@ -406,40 +327,28 @@ class ProcgenVecEnv:
     def step(self, actions):
         self.env.act(np.asarray(actions))  # cast to int32 inside
         reward, ob, first = self.env.observe()
-        obs = self._to_chw(ob)
         self.ep_return += reward
         self.ep_length += 1
         no = np.zeros(self.num_envs, dtype=bool)
-        info = {
-            "final_obs": obs,  # not kept by gym3; never needed since truncated is always False
-            "_final_obs": no,
-            "episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()},
-            "_episode": first.copy(),
-        }
-        self.ep_return[first] = 0.0
-        self.ep_length[first] = 0
-        return obs, reward.astype(np.float32), first.copy(), no.copy(), info
-
-    def level_seeds(self) -> np.ndarray:
-        """Current level seed of each env. Call it only when needed (e.g. when some `terminated`):
-        building the per-env info list on every step halves the adapter's speed."""
-        return np.array([d["level_seed"] for d in self.env.get_info()], dtype=np.int64)
+        info = {"episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()}, "_episode": first.copy()}
+        self.ep_return[first], self.ep_length[first] = 0.0, 0
+        return self._to_chw(ob), reward.astype(np.float32), first.copy(), no, info
 
     def get_state(self, raw_obs: np.ndarray) -> dict:
-        """What a resumed run needs to go on with the very same steps: each env's procgen state (its game, its level,
-        the RNG that draws the next levels; procgen's own serialization, checked to restore future observations,
-        rewards and episode ends exactly), this adapter's episode counters and the last observations. uint8 tensors
-        and plain types only, so that the checkpoint loads with torch.load(weights_only=True)."""
-        return {"procgen": [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()],
-                "episode_returns": torch.from_numpy(self.ep_return.copy()),
-                "episode_lengths": torch.from_numpy(self.ep_length.copy()), "raw_obs": torch.from_numpy(raw_obs.copy())}
+        """Each env's procgen state, the episode counters and the last observations, as tensors (weights_only)."""
+        saved = {"procgen": [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()]}
+        saved["episode_returns"] = torch.from_numpy(self.ep_return.copy())
+        saved["episode_lengths"] = torch.from_numpy(self.ep_length.copy())
+        saved["raw_obs"] = torch.from_numpy(raw_obs.copy())
+        return saved
 
     def set_state(self, saved: dict) -> np.ndarray:
-        """The inverse of get_state, on an env built with the run's original flags and seed; returns the last observations."""
+        """The inverse of get_state, on an env built with the run's flags and seed; returns the last observations."""
         if len(saved["procgen"]) != self.num_envs:
             raise ValueError(f"saved state holds {len(saved['procgen'])} envs, this vector env has {self.num_envs}")
         self.env.set_state([t.numpy().tobytes() for t in saved["procgen"]])
-        self.ep_return, self.ep_length = saved["episode_returns"].numpy().copy(), saved["episode_lengths"].numpy().copy()
+        self.ep_return = saved["episode_returns"].numpy().copy()
+        self.ep_length = saved["episode_lengths"].numpy().copy()
         return saved["raw_obs"].numpy().copy()
 
     def close(self):
@@ -453,12 +362,7 @@ def time_limit_of(env: gym.Env):
 
 
 def env_state(envs, raw_obs: np.ndarray):
-    """What a resumed run needs to take the very steps the uninterrupted run would have taken: per env its
-    physics (MuJoCo's integration state and body masses, or a classic-control env's `state`), RNG and time-limit
-    counter, the episode statistics and the last observations; for Procgen, procgen's own per-env state
-    (ProcgenVecEnv.get_state). None for an env whose state is not reachable (Atari: AtariVectorEnv exposes none;
-    the resumed run starts new games seeded by the step, which the uninterrupted run also did right after each
-    periodic checkpoint: --restart-games-at-checkpoint)."""
+    """Per env physics, RNG and time-limit counter, so that a resumed run takes the very same steps (Atari: None)."""
     if isinstance(envs, ProcgenVecEnv):
         return envs.get_state(raw_obs)
     if isinstance(envs, AtariEnvs):
@@ -466,8 +370,9 @@ def env_state(envs, raw_obs: np.ndarray):
     per_env = []
     for env in envs.unwrapped.envs:
         core, time_limit = env.unwrapped, time_limit_of(env)
-        state = {"rng": core.np_random.bit_generator.state,
-                 "elapsed_steps": getattr(time_limit, "_elapsed_steps", None)}
+        steps = getattr(time_limit, "_elapsed_steps", None)
+        state = {"rng": core.np_random.bit_generator.state, "elapsed_steps": steps}
+
         if hasattr(core, "model") and hasattr(core, "data"):  # MuJoCo
             import mujoco
 
@@ -479,9 +384,11 @@ def env_state(envs, raw_obs: np.ndarray):
         else:
             return None
         per_env.append(state)
-    return {"envs": per_env, "raw_obs": torch.from_numpy(raw_obs.copy()),
-            "episode_returns": torch.from_numpy(envs.episode_returns.copy()),
-            "episode_lengths": torch.from_numpy(envs.episode_lengths.copy()), "episode_count": int(envs.episode_count)}
+    saved = {"envs": per_env, "raw_obs": torch.from_numpy(raw_obs.copy())}
+    saved["episode_returns"] = torch.from_numpy(envs.episode_returns.copy())
+    saved["episode_lengths"] = torch.from_numpy(envs.episode_lengths.copy())
+    saved["episode_count"] = int(envs.episode_count)
+    return saved
 
 
 def set_env_state(envs, saved: dict) -> np.ndarray:
@@ -515,7 +422,8 @@ class RunningMeanStd:
         batch_mean, batch_var, batch_count = x.mean(0), x.var(0), x.shape[0]
         delta, total = batch_mean - self.mean, self.count + batch_count
         self.mean = self.mean + delta * batch_count / total
-        self.var = (self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total) / total
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        self.var = m2 / total
         self.count = total
 
     def normalize(self, x: np.ndarray, clip: float = 10.0) -> np.ndarray:
@@ -530,15 +438,11 @@ class RunningMeanStd:
         return self
 
 
-# ----------------------------------------------------------------------------------------------------
-# Networks (paper Table 4): separate actor and critic of the same architecture
-# ----------------------------------------------------------------------------------------------------
-ARCHS = {
-    "mlp": {"smaller": {"hidden": [128, 64]}, "same": {"hidden": [256, 256]}, "larger": {"hidden": [512, 512]}},
-    "atari": {"smaller": {"cnn": "nature", "channels": [32, 32, 32], "fc": 128},
-              "same": {"cnn": "impala", "channels": [16, 32, 32], "fc": 256},
-              "larger": {"cnn": "impala", "channels": [32, 64, 64], "fc": 1024}},
-}
+# ---- networks (paper Table 4): separate actor and critic of the same architecture
+ARCHS = {"mlp": {"smaller": {"hidden": [128, 64]}, "same": {"hidden": [256, 256]}, "larger": {"hidden": [512, 512]}}}
+ARCHS["atari"] = {"smaller": {"cnn": "nature", "channels": [32, 32, 32], "fc": 128}}
+ARCHS["atari"]["same"] = {"cnn": "impala", "channels": [16, 32, 32], "fc": 256}
+ARCHS["atari"]["larger"] = {"cnn": "impala", "channels": [32, 64, 64], "fc": 1024}
 ARCHS["procgen"] = ARCHS["atari"]
 
 
@@ -561,13 +465,9 @@ class NatureCNN(nn.Module):
 
     def __init__(self, in_channels, out_dim, fc=128, channels=(32, 32, 32), in_hw=84, head_std=0.01):
         super().__init__()
-        c1, c2, c3 = channels
-        self.convs = nn.Sequential(
-            layer_init(nn.Conv2d(in_channels, c1, 8, stride=4)), nn.ReLU(),
-            layer_init(nn.Conv2d(c1, c2, 4, stride=2)), nn.ReLU(),
-            layer_init(nn.Conv2d(c2, c3, 3, stride=1)), nn.ReLU(),
-            nn.Flatten(),
-        )
+        specs = zip((in_channels, *channels[:2]), channels, (8, 4, 3), (4, 2, 1))  # (in, out, kernel, stride)
+        layers = [m for i, o, k, s in specs for m in (layer_init(nn.Conv2d(i, o, k, stride=s)), nn.ReLU())]
+        self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():  # flattened size for this input size (7x7 at 84, 4x4 at 64)
             n_flat = self.convs(torch.zeros(1, in_channels, in_hw, in_hw)).shape[1]
         self.fc = nn.Sequential(layer_init(nn.Linear(n_flat, fc)), nn.ReLU())
@@ -588,19 +488,14 @@ class ResidualBlock(nn.Module):
 
 
 class ImpalaCNN(nn.Module):
-    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3 -> maxpool 3 s2 p1 -> 2 residual blocks;
-    after the stages: flatten -> ReLU -> fc -> ReLU -> head."""
+    """IMPALA CNN (Espeholt et al. 2018): per stage conv3x3, maxpool 3 s2, 2 residual blocks; then ReLU, fc, ReLU."""
 
     def __init__(self, in_channels, out_dim, channels=(16, 32, 32), fc=256, in_hw=84, head_std=0.01):
         super().__init__()
         layers, c_in = [], in_channels
         for c in channels:
-            layers += [
-                layer_init(nn.Conv2d(c_in, c, 3, padding=1)),
-                nn.MaxPool2d(3, stride=2, padding=1),
-                ResidualBlock(c),
-                ResidualBlock(c),
-            ]
+            conv = layer_init(nn.Conv2d(c_in, c, 3, padding=1))
+            layers += [conv, nn.MaxPool2d(3, stride=2, padding=1), ResidualBlock(c), ResidualBlock(c)]
             c_in = c
         self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():  # 84 -> 42 -> 21 -> 11;  64 -> 32 -> 16 -> 8
@@ -616,12 +511,12 @@ def make_body(domain: str, config: dict, obs_shape: tuple, out_dim: int, head_st
     if domain == "mlp":
         return mlp(int(np.prod(obs_shape)), config["hidden"], out_dim, head_std)
     cnn = NatureCNN if config["cnn"] == "nature" else ImpalaCNN
-    return cnn(obs_shape[0], out_dim, channels=tuple(config["channels"]), fc=config["fc"], in_hw=obs_shape[-1], head_std=head_std)
+    size = dict(channels=tuple(config["channels"]), fc=config["fc"], in_hw=obs_shape[-1])
+    return cnn(obs_shape[0], out_dim, **size, head_std=head_std)
 
 
 class Actor(nn.Module):
-    """pi(a|s): Categorical over logits, or a diagonal Gaussian with a state-independent log-std (actions are
-    clipped only when sent to the env)."""
+    """pi(a|s): Categorical over logits, or a diagonal Gaussian with a state-independent log-std."""
 
     def __init__(self, body: nn.Module, action_space: gym.Space):
         super().__init__()
@@ -658,9 +553,11 @@ def greedy_action(dist) -> torch.Tensor:
     return dist.base_dist.loc if isinstance(dist, Independent) else dist.probs.argmax(-1)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Checkpoints (SPEC section 7): one self-describing file, the same for teachers and students
-# ----------------------------------------------------------------------------------------------------
+# ---- checkpoints (SPEC section 7): one self-describing file, the same for teachers and students
+ENV_CONFIG = ("frame_skip", "procgen_num_levels", "procgen_start_level", "procgen_distribution_mode")
+ENV_CONFIG += ("torso_mass_scale", "mass_randomization")
+
+
 def space_dict(space: gym.Space) -> dict:
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "discrete", "n": int(space.n)}
@@ -684,53 +581,45 @@ def atomic_save(obj, path: str, as_json: bool = False) -> None:
     os.replace(tmp, path)
 
 
-def model_dict(agent: Agent, domain: str, args: Args, obs_shape, action_space, obs_rms, global_step, evaluation=None) -> dict:
-    return {
-        "format_version": FORMAT_VERSION,
-        "env_id": args.env_id,
-        "domain": domain,
-        "arch": args.arch,
-        "arch_config": ARCHS[domain][args.arch],
-        "actor": agent.actor.state_dict(),
-        "critic": agent.critic.state_dict(),
-        "obs_shape": list(obs_shape),
-        "action_space": space_dict(action_space),
-        "obs_rms": obs_rms.state_dict() if obs_rms is not None else None,
-        "env_config": {"frame_skip": args.frame_skip, "procgen_num_levels": args.procgen_num_levels,
-                       "procgen_start_level": args.procgen_start_level,
-                       "procgen_distribution_mode": args.procgen_distribution_mode,
-                       "torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization},
-        "args": asdict(args),
-        "global_step": global_step,
-        "eval": evaluation,
-    }
+def model_dict(agent: Agent, domain: str, args: Args, obs_shape, action_space, obs_rms, global_step, evaluation=None):
+    ckpt = {"format_version": FORMAT_VERSION, "env_id": args.env_id, "domain": domain, "arch": args.arch}
+    ckpt.update(arch_config=ARCHS[domain][args.arch], actor=agent.actor.state_dict(), critic=agent.critic.state_dict())
+    ckpt.update(obs_shape=list(obs_shape), action_space=space_dict(action_space))
+    ckpt["obs_rms"] = obs_rms.state_dict() if obs_rms is not None else None
+    ckpt["env_config"] = {k: getattr(args, k) for k in ENV_CONFIG}
+    ckpt.update(args=asdict(args), global_step=global_step, eval=evaluation)
+    return ckpt
 
 
 def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, action_space=None) -> dict:
     """Read a checkpoint and check it against the env; raise UsageError with a one-line reason otherwise."""
     if os.path.isdir(path):
-        path = os.path.join(path, "model.pt") if os.path.exists(os.path.join(path, "model.pt")) else os.path.join(path, "checkpoint.pt")
+        model = os.path.join(path, "model.pt")
+        path = model if os.path.exists(model) else os.path.join(path, "checkpoint.pt")
     if not os.path.isfile(path):
         raise UsageError(f"checkpoint '{path}' does not exist; pass the model.pt written by train_teacher.py")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, ...
-        raise UsageError(f"cannot read checkpoint '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                         "it is truncated or not a checkpoint, train or copy it again")
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        hint = "it is truncated or not a checkpoint, train or copy it again"
+        raise UsageError(f"cannot read checkpoint '{path}' ({why}); {hint}")
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
-        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); pass a model.pt written by train_teacher.py")
+        hint = "pass a model.pt written by train_teacher.py"
+        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); {hint}")
     if ckpt["format_version"] != FORMAT_VERSION:
-        raise UsageError(f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read "
-                         f"version {FORMAT_VERSION}; re-save it with the matching version of the scripts")
+        version = f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read version"
+        raise UsageError(f"{version} {FORMAT_VERSION}; re-save it with the matching version of the scripts")
     if env_id is not None and ckpt["env_id"] != env_id:
-        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; "
-                         f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}")
+        hint = f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}"
+        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; {hint}")
+    hint = "use a checkpoint trained on this env"
     if obs_shape is not None and tuple(ckpt["obs_shape"]) != tuple(obs_shape):
-        raise UsageError(f"checkpoint '{path}' expects observations of shape {tuple(ckpt['obs_shape'])}, the env gives "
-                         f"{tuple(obs_shape)}; use a checkpoint trained on this env")
+        found = f"checkpoint '{path}' expects observations of shape {tuple(ckpt['obs_shape'])}"
+        raise UsageError(f"{found}, the env gives {tuple(obs_shape)}; {hint}")
     if action_space is not None and ckpt["action_space"] != space_dict(action_space):
-        raise UsageError(f"checkpoint '{path}' has action space {ckpt['action_space']}, the env has "
-                         f"{space_dict(action_space)}; use a checkpoint trained on this env")
+        found = f"checkpoint '{path}' has action space {ckpt['action_space']}"
+        raise UsageError(f"{found}, the env has {space_dict(action_space)}; {hint}")
     return ckpt
 
 
@@ -741,9 +630,7 @@ def agent_from_checkpoint(ckpt: dict) -> Agent:
     return agent
 
 
-# ----------------------------------------------------------------------------------------------------
-# PPO pieces
-# ----------------------------------------------------------------------------------------------------
+# ---- PPO pieces
 def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
     """Generalized advantage estimation over a [T, N] rollout. dones[t] = the episode ended at step t; a
     truncated step has gamma * V(final observation) already added to its reward, so every end cuts here."""
@@ -764,30 +651,16 @@ def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
         raise UsageError(f"--minibatch-size must be positive, got {minibatch_size}")
     n = max(1, round(batch_size / minibatch_size))
     if batch_size % n:
-        raise UsageError(f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal "
-                         f"minibatches of about {minibatch_size}; change --num-envs, --num-steps or --minibatch-size")
+        what = f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal minibatches"
+        fix = "change --num-envs, --num-steps or --minibatch-size"
+        raise UsageError(f"{what} of about {minibatch_size}; {fix}")
     return n, batch_size // n
 
 
-def domain_defaults(args: Args, domain: str) -> Args:
-    """Fill the fields left at None with the paper's per-domain values (Table 3)."""
-    short = any(k in args.env_id for k in ("Swimmer", "Hopper"))
-    if args.total_timesteps is None:
-        args.total_timesteps = 30_000_000 if domain == "procgen" else 10_000_000
-    if args.num_steps is None:
-        args.num_steps = 256 if domain == "atari" or short else 512
-    if args.ent_coef is None:
-        args.ent_coef = 0.01 if domain != "mlp" or short else 0.0
-    if args.eval_episodes is None:
-        args.eval_episodes = 200 if domain == "procgen" else 50
-    return args
-
-
-# ----------------------------------------------------------------------------------------------------
-# Evaluation (SPEC section 5)
-# ----------------------------------------------------------------------------------------------------
-def evaluate(actor: Actor, args: Args, domain: str, episodes: int, seed: int, device, obs_rms=None,
-             deterministic: bool = True, procgen_levels=None, num_envs: int = 10) -> tuple:
+# ---- evaluation (SPEC section 5)
+def evaluate(
+    actor, args, domain, episodes, seed, device, obs_rms=None, deterministic=True, procgen_levels=None, num_envs=10
+):
     """Returns of `episodes` full episodes; each env plays a fixed quota, so short episodes are not favoured."""
     num_envs = min(num_envs, episodes)
     envs = make_envs(args, domain, num_envs, seed, evaluation=True, procgen_levels=procgen_levels)
@@ -819,18 +692,15 @@ def evaluate(actor: Actor, args: Args, domain: str, episodes: int, seed: int, de
 
 
 def eval_summary(returns: list, truncated: int) -> dict:
-    """eval.json's numbers; truncated_episodes: episodes cut by a time limit (MuJoCo: its 1000 steps, the normal end of
-    an episode without a fall; Atari: --eval-max-frames) rather than ended by the env."""
-    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "episodes": len(returns), "truncated_episodes": truncated, "returns": returns}
+    """eval.json's numbers; truncated_episodes: episodes cut by a time limit rather than ended by the env."""
+    summary = {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "episodes": len(returns)}
+    return summary | {"truncated_episodes": truncated, "returns": returns}
 
 
-# ----------------------------------------------------------------------------------------------------
-# Run folders
-# ----------------------------------------------------------------------------------------------------
-STRUCTURAL = ("env_id", "arch", "seed", "num_envs", "num_steps", "minibatch_size", "frame_skip", "procgen_num_levels",
-              "procgen_start_level", "procgen_distribution_mode", "frozen_obs_norm", "torso_mass_scale", "mass_randomization",
-              "restart_games_at_checkpoint")
+# ---- run folders: the flags that must not change when a run is resumed
+STRUCTURAL = ("env_id", "arch", "seed", "num_envs", "num_steps", "minibatch_size", "frame_skip", "procgen_num_levels")
+STRUCTURAL += ("procgen_start_level", "procgen_distribution_mode", "frozen_obs_norm", "torso_mass_scale")
+STRUCTURAL += ("mass_randomization", "restart_games_at_checkpoint")
 
 
 def prepare_run(args: Args, default_name: str):
@@ -840,15 +710,19 @@ def prepare_run(args: Args, default_name: str):
         path = os.path.join(run_dir, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
         state = load_checkpoint(path, env_id=args.env_id)
         if "train_state" not in state:
-            raise UsageError(f"'{path}' holds a finished model without training state; resume from a run's checkpoint.pt")
-        changed = [k for k in STRUCTURAL if k in state["args"] and state["args"][k] != getattr(args, k)]  # flags newer than the run: as it ran
+            hint = "resume from a run's checkpoint.pt"
+            raise UsageError(f"'{path}' holds a finished model without training state; {hint}")
+        old = state["args"]  # flags newer than the run: as it ran
+        changed = [k for k in STRUCTURAL if k in old and old[k] != getattr(args, k)]
         if changed:
-            raise UsageError(f"--resume: these flags differ from the interrupted run: "
-                             + ", ".join(f"--{k.replace('_', '-')} {state['args'][k]!r} (now {getattr(args, k)!r})" for k in changed)
-                             + "; resume with the run's original flags")
+            diffs = ", ".join(f"--{k.replace('_', '-')} {old[k]!r} (now {getattr(args, k)!r})" for k in changed)
+            hint = "resume with the run's original flags"
+            raise UsageError(f"--resume: these flags differ from the interrupted run: {diffs}; {hint}")
         batch = args.num_envs * args.num_steps
-        if state["global_step"] >= (args.total_timesteps // batch) * batch and os.path.exists(os.path.join(run_dir, "model.pt")):
-            raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; raise --total-timesteps to continue it")
+        done = state["global_step"] >= (args.total_timesteps // batch) * batch
+        if done and os.path.exists(os.path.join(run_dir, "model.pt")):
+            hint = "raise --total-timesteps to continue it"
+            raise UsageError(f"the run at {run_dir} already reached {state['global_step']} steps; {hint}")
         return run_dir, state
     run_dir = os.path.join(args.output_dir, args.run_name or default_name)
     if os.path.exists(run_dir):
@@ -856,7 +730,8 @@ def prepare_run(args: Args, default_name: str):
     try:
         os.makedirs(args.output_dir, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); pass a writable --output-dir")
+        hint = "pass a writable --output-dir"
+        raise UsageError(f"cannot create output folder '{args.output_dir}' ({e.strerror}); {hint}")
     if not os.access(args.output_dir, os.W_OK):
         raise UsageError(f"output folder '{args.output_dir}' is not writable; pass a writable --output-dir")
     os.makedirs(run_dir)
@@ -864,28 +739,13 @@ def prepare_run(args: Args, default_name: str):
 
 
 def main(args: Args) -> dict:
-    # ---- everything that can be wrong with the input is checked before any training or writing
     try:
-        check_ranges(args, FLAG_RANGES)
-        domain = detect_domain(args.env_id)
-        check_env_id(args.env_id)
-        args = domain_defaults(args, domain)
-        if domain == "procgen" and args.procgen_num_levels < 1:
-            raise UsageError("--procgen-num-levels must be at least 1: with 0 (all levels) no unseen levels are left to evaluate on")
-        if args.frozen_obs_norm and domain != "mlp":
-            raise UsageError("--frozen-obs-norm applies to the MLP domain only (pixel observations are not normalized)")
-        if domain != "mlp" and (args.torso_mass_scale != 1.0 or args.mass_randomization != 0.0):
-            raise UsageError("--torso-mass-scale and --mass-randomization apply to MuJoCo envs only; drop them")
-        if domain == "mlp":
-            check_mass_options(args.env_id, args.torso_mass_scale, args.mass_randomization)
-        if args.total_timesteps < args.num_envs * args.num_steps:
-            raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout "
-                             f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)")
-        num_minibatches, minibatch_size = minibatch_split(args.num_envs * args.num_steps, args.minibatch_size)
+        domain = check_args(args)
+        _, minibatch_size = minibatch_split(args.num_envs * args.num_steps, args.minibatch_size)
         frozen = load_checkpoint(args.frozen_obs_norm, env_id=args.env_id) if args.frozen_obs_norm else None
         envs = make_envs(args, domain, args.num_envs, args.seed)
-        default_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        run_dir, resume_state = prepare_run(args, default_name)
+        env_name = args.env_id.replace("/", "-").replace(":", "-")
+        run_dir, resume_state = prepare_run(args, f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}")
     except UsageError as e:
         fail(str(e))
     batch_size = args.num_envs * args.num_steps
@@ -920,7 +780,7 @@ def main(args: Args) -> dict:
         saved_envs, recent_returns = ts.get("envs"), ts.get("recent_returns", [])
         if "discounted_return" in ts:
             discounted_return = ts["discounted_return"].numpy()
-        if saved_envs is None:  # Atari (or an older checkpoint): new games seeded by the step (--restart-games-at-checkpoint)
+        if saved_envs is None:  # Atari (or an older checkpoint): new games seeded by the step
             env_seed = args.seed + global_step
             if domain == "procgen":  # a gym3 env is seeded only at construction
                 envs.close()
@@ -931,12 +791,13 @@ def main(args: Args) -> dict:
     if args.track:
         import wandb
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args),
-                   name=os.path.basename(run_dir), sync_tensorboard=True, save_code=True)
+        run = dict(name=os.path.basename(run_dir), sync_tensorboard=True, save_code=True)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), **run)
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resume_state is not None else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
 
     # SLURM sends SIGTERM before it kills a job, a user presses Ctrl-C: finish the update, write a checkpoint, exit
     stop = {"signal": None}
@@ -945,7 +806,8 @@ def main(args: Args) -> dict:
         if signum == signal.SIGINT and stop["signal"] == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once (see the end of this file)
         if signum == signal.SIGINT:
-            print("\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again stops at once)", file=sys.stderr)
+            msg = "\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again stops at once)"
+            print(msg, file=sys.stderr)
         stop.update(signal=signum)
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -953,24 +815,18 @@ def main(args: Args) -> dict:
 
     def save_checkpoint(iteration: int) -> None:
         state = model_dict(agent, domain, args, obs_shape, action_space, obs_rms, global_step)
-        np_state = np.random.get_state()
-        state["train_state"] = {"optimizer": optimizer.state_dict(), "return_rms": return_rms.state_dict(),
-                                "iteration": iteration, "torch_rng": torch.get_rng_state(),
-                                "numpy_rng": tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np_state),
-                                "python_rng": random.getstate(),
-                                "envs": env_state(envs, raw_obs),
-                                "discounted_return": torch.from_numpy(discounted_return.copy()),
-                                "recent_returns": list(recent_returns)}
+        numpy_rng = tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in np.random.get_state())
+        ts = {"optimizer": optimizer.state_dict(), "return_rms": return_rms.state_dict(), "iteration": iteration}
+        ts.update(torch_rng=torch.get_rng_state(), numpy_rng=numpy_rng, python_rng=random.getstate())
+        ts.update(envs=env_state(envs, raw_obs), discounted_return=torch.from_numpy(discounted_return.copy()))
+        state["train_state"] = ts | {"recent_returns": list(recent_returns)}
         atomic_save(state, os.path.join(run_dir, "checkpoint.pt"))
 
     # ALGO Logic: storage setup
     obs_dtype = torch.uint8 if domain != "mlp" else torch.float32
     obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=obs_dtype, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs) + action_space.shape, device=device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    dones = torch.zeros((args.num_steps, args.num_envs), device=device)
-    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    logprobs, rewards, dones, values = (torch.zeros((args.num_steps, args.num_envs), device=device) for _ in range(4))
 
     def prepare_obs(raw: np.ndarray, update: bool) -> np.ndarray:
         if obs_rms is None:
@@ -986,8 +842,8 @@ def main(args: Args) -> dict:
         raw_obs = set_env_state(envs, saved_envs)
     next_obs = torch.as_tensor(prepare_obs(raw_obs, update=saved_envs is None), device=device)
     start_time, start_step = time.time(), global_step
-    progress = tqdm(total=args.total_timesteps, initial=global_step, unit="step", dynamic_ncols=True,
-                    mininterval=1 if sys.stderr.isatty() else 30, desc=os.path.basename(run_dir))
+    bar = dict(unit="step", dynamic_ncols=True, mininterval=1 if sys.stderr.isatty() else 30)
+    progress = tqdm(total=args.total_timesteps, initial=global_step, desc=os.path.basename(run_dir), **bar)
     iteration = start_iteration - 1
     for iteration in range(start_iteration, num_iterations + 1):
         if args.anneal_lr:
@@ -1027,7 +883,8 @@ def main(args: Args) -> dict:
 
         # ---- advantages (GAE)
         with torch.no_grad():
-            advantages, returns = compute_gae(rewards, values, dones, agent.get_value(next_obs), args.gamma, args.gae_lambda)
+            next_value = agent.get_value(next_obs)
+            advantages, returns = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
 
         # ---- PPO update
         agent.train()
@@ -1050,8 +907,8 @@ def main(args: Args) -> dict:
                 if args.norm_adv:
                     mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
                 # PPO-clip objective (Schulman et al. 2017, Eq. 7), as a loss
-                pg_loss = torch.max(-mb_advantages * ratio,
-                                    -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
+                clipped_ratio = torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = torch.max(-mb_advantages * ratio, -mb_advantages * clipped_ratio).mean()
                 v_loss = ((newvalue - b_returns[mb_inds]) ** 2).mean()  # c_v * (V - R)^2, as SB3 (CleanRL halves it)
                 entropy_loss = entropy.mean()
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
@@ -1067,19 +924,18 @@ def main(args: Args) -> dict:
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
         sps = int((global_step - start_step) / (time.time() - start_time))
         writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
+        for name, value in (losses | {"old_approx_kl": old_approx_kl, "approx_kl": approx_kl}).items():
+            writer.add_scalar(f"losses/{name}", value.item(), global_step)
         writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
         progress.update(batch_size)
         progress.set_postfix(sps=sps, ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-", refresh=False)
 
-        periodic = args.checkpoint_every and global_step // args.checkpoint_every > (global_step - batch_size) // args.checkpoint_every
-        if periodic and domain == "atari" and args.restart_games_at_checkpoint:  # new games, as a run resumed from this checkpoint starts
+        every = args.checkpoint_every
+        periodic = every and global_step // every > (global_step - batch_size) // every
+        if periodic and domain == "atari" and args.restart_games_at_checkpoint:  # the games a resumed run starts
             raw_obs, _ = envs.reset(seed=args.seed + global_step)
             next_obs = torch.as_tensor(raw_obs, device=device)
             discounted_return[:] = 0.0
@@ -1087,8 +943,8 @@ def main(args: Args) -> dict:
             save_checkpoint(iteration)
         if stop["signal"] is not None:
             writer.close()
-            print(f"\nstopped by signal {stop['signal']} at step {global_step}; checkpoint written, continue with "
-                  f"--resume {run_dir}", file=sys.stderr)
+            resume = f"checkpoint written, continue with --resume {run_dir}"
+            print(f"\nstopped by signal {stop['signal']} at step {global_step}; {resume}", file=sys.stderr)
             sys.exit(128 + stop["signal"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the evaluation below may be killed at once: resume redoes it
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -1096,32 +952,28 @@ def main(args: Args) -> dict:
     save_checkpoint(iteration)
     envs.close()
 
-    # ---- final evaluation (SPEC section 5) of the trained policy, written to eval.json and the model
-    deterministic = domain != "procgen"
-    evaluation = {"env_id": args.env_id, "arch": args.arch, "seed": args.seed, "global_step": global_step,
-                  "deterministic": deterministic,
-                  **eval_summary(*evaluate(agent.actor, args, domain, args.eval_episodes, args.seed + 10_000, device,
-                                           obs_rms, deterministic, procgen_levels=eval_levels(args) if domain == "procgen" else None))}
+    # ---- final evaluation (SPEC section 5), written to eval.json and the model; Procgen: on test levels (a block of
+    # seeds right after the training levels, so none is a training level), sampling, and on the training levels
+    deterministic, seed = domain != "procgen", args.seed + 10_000
+    levels = (args.procgen_start_level + args.procgen_num_levels, 100_000) if domain == "procgen" else None
+    test = evaluate(agent.actor, args, domain, args.eval_episodes, seed, device, obs_rms, deterministic, levels)
+    evaluation = {"env_id": args.env_id, "arch": args.arch, "seed": args.seed, "global_step": global_step}
+    evaluation.update(deterministic=deterministic, **eval_summary(*test))
     if domain == "mlp":
-        evaluation["train_env"] = {"torso_mass_scale": args.torso_mass_scale, "mass_randomization": args.mass_randomization}
+        evaluation["train_env"] = {k: getattr(args, k) for k in ("torso_mass_scale", "mass_randomization")}
         evaluation["eval_env"] = f"{args.env_id}, unmodified"
     if domain == "procgen":
-        train_returns = evaluate(agent.actor, args, domain, args.eval_episodes, args.seed + 10_000, device, None, False)
-        evaluation["train_levels"] = eval_summary(*train_returns)
+        train = evaluate(agent.actor, args, domain, args.eval_episodes, seed, device, None, False)
+        evaluation["train_levels"] = eval_summary(*train)
     evaluation["command"] = " ".join(["python"] + sys.argv)
-    atomic_save(model_dict(agent, domain, args, obs_shape, action_space, obs_rms, global_step, evaluation),
-                os.path.join(run_dir, "model.pt"))
+    model = model_dict(agent, domain, args, obs_shape, action_space, obs_rms, global_step, evaluation)
+    atomic_save(model, os.path.join(run_dir, "model.pt"))
     atomic_save(evaluation, os.path.join(run_dir, "eval.json"), as_json=True)
     writer.add_scalar("eval/mean_return", evaluation["mean_return"], global_step)
     writer.close()
-    print(f"{args.env_id}: mean evaluation return {evaluation['mean_return']:.2f} +- {evaluation['std_return']:.2f} "
-          f"over {evaluation['episodes']} episodes; model in {os.path.join(run_dir, 'model.pt')}")
+    result = f"{evaluation['mean_return']:.2f} +- {evaluation['std_return']:.2f} over {evaluation['episodes']} episodes"
+    print(f"{args.env_id}: mean evaluation return {result}; model in {os.path.join(run_dir, 'model.pt')}")
     return evaluation
-
-
-def eval_levels(args: Args) -> tuple:
-    """Procgen test levels: a block of seeds right after the training levels, so none is a training level."""
-    return (args.procgen_start_level + args.procgen_num_levels, 100_000)
 
 
 if __name__ == "__main__":
