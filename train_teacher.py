@@ -149,9 +149,8 @@ def stop_if_not_finite(loss, grad_norm, terms: dict, iteration: int, run_dir: st
         return
     bad = [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["gradient"]
     print(file=sys.stderr)  # off the progress bar's line
-    hint = "(try a lower --learning-rate, or check the env's rewards and observations)"
-    where = f"in update {iteration}; the run stopped, its last good checkpoint is in {run_dir}"
-    fail(f"non-finite {', '.join(bad)} {where} {hint}", code=3)
+    msg = f"non-finite {', '.join(bad)} in update {iteration}; the run stopped, its last good checkpoint is in "
+    fail(msg + f"{run_dir} (try a lower --learning-rate, or check the env's rewards and observations)", code=3)
 
 
 # ---- environments: every domain's vector env has reset(seed) and step(actions) with SAME_STEP autoreset, full-game
@@ -199,14 +198,14 @@ def check_env_id(env_id: str) -> None:
 
 
 class MassRandomization(gym.Wrapper):
-    """Torso mass x torso_scale; at every reset, the other masses x U(1 - spread, 1 + spread) (Tobin et al. 2017)."""
+    """The seed report's Hopper (any MuJoCo env with a 'torso' body): torso mass x torso_scale for good; at every reset
+    every other body's mass x U(1 - spread, 1 + spread) (domain randomization, Tobin et al. 2017) from its RNG."""
 
     def __init__(self, env: gym.Env, torso_scale: float, spread: float):
         super().__init__(env)
         model = env.unwrapped.model
-        names = [model.body(i).name for i in range(model.nbody)]
-        self.torso, self.spread = names.index("torso"), spread
-        self.nominal = model.body_mass.copy()
+        self.torso = [model.body(i).name for i in range(model.nbody)].index("torso")
+        self.spread, self.nominal = spread, model.body_mass.copy()
         self.nominal[self.torso] *= torso_scale
         model.body_mass[:] = self.nominal
 
@@ -369,10 +368,8 @@ def env_state(envs, raw_obs: np.ndarray):
         return None
     per_env = []
     for env in envs.unwrapped.envs:
-        core, time_limit = env.unwrapped, time_limit_of(env)
-        steps = getattr(time_limit, "_elapsed_steps", None)
-        state = {"rng": core.np_random.bit_generator.state, "elapsed_steps": steps}
-
+        core, elapsed = env.unwrapped, getattr(time_limit_of(env), "_elapsed_steps", None)
+        state = {"rng": core.np_random.bit_generator.state, "elapsed_steps": elapsed}
         if hasattr(core, "model") and hasattr(core, "data"):  # MuJoCo
             import mujoco
 
@@ -387,8 +384,7 @@ def env_state(envs, raw_obs: np.ndarray):
     saved = {"envs": per_env, "raw_obs": torch.from_numpy(raw_obs.copy())}
     saved["episode_returns"] = torch.from_numpy(envs.episode_returns.copy())
     saved["episode_lengths"] = torch.from_numpy(envs.episode_lengths.copy())
-    saved["episode_count"] = int(envs.episode_count)
-    return saved
+    return saved | {"episode_count": int(envs.episode_count)}
 
 
 def set_env_state(envs, saved: dict) -> np.ndarray:
@@ -651,9 +647,8 @@ def minibatch_split(batch_size: int, minibatch_size: int) -> tuple:
         raise UsageError(f"--minibatch-size must be positive, got {minibatch_size}")
     n = max(1, round(batch_size / minibatch_size))
     if batch_size % n:
-        what = f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal minibatches"
-        fix = "change --num-envs, --num-steps or --minibatch-size"
-        raise UsageError(f"{what} of about {minibatch_size}; {fix}")
+        why = f"a rollout of {batch_size} samples (num-envs x num-steps) does not split into {n} equal minibatches"
+        raise UsageError(why + f" of about {minibatch_size}; change --num-envs, --num-steps or --minibatch-size")
     return n, batch_size // n
 
 
