@@ -47,6 +47,7 @@ The TOML file (all keys but [[environments]] are optional; see experiments/*.tom
     teacher_timesteps = 1_000_000        # the teacher's budget (default: [teacher] total_timesteps, else the script's)
     distill_timesteps = 200_000          # optional: this environment's distillation budget
     teacher_flags = ["--num-envs", "8"]  # optional: extra train_teacher.py flags for this environment
+    teacher_seed = 2                     # optional: this environment's one shared teacher seed ([teacher] seed's role)
 
     [teacher]
     total_timesteps = 1_000_000
@@ -111,7 +112,7 @@ SCRIPTS = ("train_teacher.py", "ppd_mujoco.py", "ppd_atari.py", "ppd_procgen.py"
 DEFAULT_TIMEOUT_MIN = 3 * 24 * 60  # submitit's local executor kills a job after 2 minutes unless told otherwise
 
 TOP_KEYS = {"output_dir", "threads_per_job", "environments", "teacher", "distill", "flags", "executor"}
-ENV_KEYS = {"env_id", "teacher_timesteps", "distill_timesteps", "teacher_flags"}
+ENV_KEYS = {"env_id", "teacher_timesteps", "distill_timesteps", "teacher_flags", "teacher_seed"}
 TEACHER_KEYS = {"total_timesteps", "eval_episodes", "seed"}
 GRID_KEYS = {"methods", "student_archs", "seeds", "distill_coefs", "teacher_noise_stds", "total_timesteps",
              "eval_episodes", "flags", "tag", "environments"}
@@ -210,6 +211,9 @@ def load_config(path: str) -> dict:
         if not isinstance(env.get("env_id"), str):
             raise ConfigError(f"{path}: environments[{i}] needs env_id = \"...\"")
         ids.append(env["env_id"])
+        seed = env.get("teacher_seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ConfigError(f"{path}: environments[{i}] teacher_seed must be an integer, got {seed!r}")
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: an env_id is listed twice in [[environments]]")
     _check_keys(cfg.get("teacher", {}), TEACHER_KEYS, f"{path}: [teacher]")
@@ -294,7 +298,7 @@ def expand(cfg: dict, overrides: Optional[dict] = None) -> list:
             lam = {"ppd": float(lam), "ppo": 0.0}.get(method)  # the baselines have no lambda
             noise = 0.0 if method == "ppo" else float(noise)  # PPO alone never looks at its teacher
             script = distill_script(method, env_id)
-            teacher_seed = teacher_cfg.get("seed", seed)
+            teacher_seed = envs[env_id].get("teacher_seed", teacher_cfg.get("seed", seed))
             teacher = f"{slug(env_id)}__s{teacher_seed}"
             budget = g["total_timesteps"] if "total_timesteps" in sub else envs[env_id].get(
                 "distill_timesteps", defaults.get("total_timesteps"))

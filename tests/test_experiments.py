@@ -562,3 +562,26 @@ def test_report_steps_to_teacher_and_relative_paths(tmp_path):
     text = md + json.dumps(numbers)
     for absolute in (str(out), os.path.realpath(out), old, REPO):
         assert absolute not in text
+
+
+def test_an_environment_can_take_its_teacher_from_another_seed(tmp_path):
+    """teacher_seed in [[environments]]: that environment's one teacher (e.g. when seed 1's teacher is inconsistent),
+    the others keep [teacher] seed; a non-integer is refused."""
+    text = """
+[[environments]]
+env_id = "CartPole-v1"
+[[environments]]
+env_id = "Acrobot-v1"
+teacher_seed = 2
+[teacher]
+seed = 1
+[distill]
+seeds = [1, 3]
+"""
+    runs = grid.expand(grid.load_config(write(tmp_path / "g.toml", text)))
+    assert [r.name for r in runs if r.stage == "teacher"] == ["CartPole-v1__s1", "Acrobot-v1__s2"]
+    teachers = {(r.env_id, r.seed): r.teacher for r in runs if r.stage == "distill"}
+    assert teachers == {("CartPole-v1", 1): "CartPole-v1__s1", ("CartPole-v1", 3): "CartPole-v1__s1",
+                        ("Acrobot-v1", 1): "Acrobot-v1__s2", ("Acrobot-v1", 3): "Acrobot-v1__s2"}
+    with pytest.raises(grid.ConfigError, match="teacher_seed must be an integer"):
+        grid.load_config(write(tmp_path / "bad.toml", text.replace("teacher_seed = 2", 'teacher_seed = "2"')))
