@@ -99,13 +99,13 @@ class Args:
 
 # the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
 FLAG_RANGES = {"seed": ">= 0", "frame_skip": ">= 1", "checkpoint_every": ">= 0", "eval_episodes": ">= 1"}
-FLAG_RANGES.update({"eval_max_frames": ">= 1", "video_seconds": "> 0"})
+FLAG_RANGES |= {"eval_max_frames": ">= 1", "video_seconds": "> 0"}
 FLAG_RANGES["teacher_noise_std"] = ">= 0"  # PPD
-FLAG_RANGES.update({"total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1"})
-FLAG_RANGES.update({"minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]"})
-FLAG_RANGES.update(clip_coef="> 0", ent_coef=">= 0", vf_coef=">= 0", max_grad_norm="> 0", adam_eps=">= 0")
+FLAG_RANGES |= {"total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1", "num_steps": ">= 1"}
+FLAG_RANGES |= {"minibatch_size": ">= 1", "update_epochs": ">= 1", "gamma": "in [0, 1]", "gae_lambda": "in [0, 1]"}
+FLAG_RANGES |= {"clip_coef": "> 0", "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "adam_eps": ">= 0"}
 RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0}
-RULES.update({"in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1})
+RULES |= {"in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1}
 
 
 class UsageError(Exception):

@@ -97,9 +97,9 @@ class Args:
 
 # the range of every numeric flag, checked before anything is written (a flag left at None gets a valid default)
 FLAG_RANGES = {"seed": ">= 0", "checkpoint_every": ">= 0", "eval_episodes": ">= 1", "eval_max_frames": ">= 1"}
-FLAG_RANGES.update({"video_seconds": "> 0", "torso_mass_scale": "> 0", "mass_randomization": "in [0, 1)"})
-FLAG_RANGES.update({"teacher_noise_std": ">= 0", "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1"})
-FLAG_RANGES.update({"num_steps": ">= 1", "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0"})
+FLAG_RANGES |= {"video_seconds": "> 0", "torso_mass_scale": "> 0", "mass_randomization": "in [0, 1)"}
+FLAG_RANGES |= {"teacher_noise_std": ">= 0", "total_timesteps": ">= 1", "learning_rate": "> 0", "num_envs": ">= 1"}
+FLAG_RANGES |= {"num_steps": ">= 1", "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0"}
 FLAG_RANGES["adam_eps"] = ">= 0"
 
 
@@ -117,7 +117,7 @@ def fail(message: str, code: int = 2) -> None:
 
 
 RULES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0}
-RULES.update({"in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1})
+RULES |= {"in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1}
 
 
 def check_ranges(args: Args, ranges: dict) -> None:
