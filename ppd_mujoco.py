@@ -64,6 +64,7 @@ class Args:
     checkpoint_every: int = 100_000  # write checkpoint.pt every this many env steps; 0: only at the end
     resume: Optional[str] = None  # continue the run of this checkpoint.pt or run folder (give the same flags)
     eval_episodes: int = 50  # episodes of the final evaluation of the student and of each teacher
+    env_backend: Literal["gymnasium", "envpool"] = "gymnasium"  # training envs; envpool: faster, see README
     capture_video: bool = False  # write video.gif: one greedy episode of each teacher and of the student
     video_seconds: float = 10.0  # length of each clip of --capture-video, in seconds of env time
 
@@ -179,15 +180,65 @@ def check_mass_options(env_id: str, torso_scale: float, spread: float) -> None:
         raise UsageError(need + f"{env_id} has none; drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ...")
 
 
-def make_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: float = 0.0) -> gym.vector.VectorEnv:
+def check_envpool(env_id: str, torso_scale: float, spread: float) -> None:
+    try:
+        import envpool
+    except ImportError:
+        raise UsageError("--env-backend envpool needs envpool: pip install --no-deps -r requirements-envpool.txt")
+    if env_id not in envpool.list_all_envs():
+        raise UsageError(f"envpool has no {env_id}; use --env-backend gymnasium")
+    if torso_scale != 1.0 or spread > 0:
+        masses = "--env-backend envpool cannot change body masses (--torso-mass-scale, --mass-randomization)"
+        raise UsageError(masses + "; use --env-backend gymnasium")
+
+
+class EnvpoolEnvs:
+    """--env-backend envpool: envpool's C++ envs, stepped by its own threads, behind make_envs' interface (gymnasium's
+    spaces, SAME_STEP autoreset with info['final_obs'], episode statistics); reset(seed) makes a pool seeded so.
+    Their state is out of reach: a resumed run starts new episodes."""
+
+    def __init__(self, env_id: str, num_envs: int):
+        import envpool
+
+        threads = min(num_envs, os.cpu_count() or 1)
+        self.make = lambda seed: envpool.make(env_id, "gymnasium", num_envs=num_envs, seed=seed, num_threads=threads)
+        spaces = gym.make(env_id)  # gymnasium's spaces: a checkpoint does not depend on the backend
+        self.single_observation_space, self.single_action_space = spaces.observation_space, spaces.action_space
+        self.num_envs, self.pool = num_envs, None
+
+    def reset(self, seed: int):
+        self.pool = self.make(seed)  # envpool seeds its envs when it makes them
+        self.returns, self.lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
+        return self.pool.reset()[0], {}
+
+    def step(self, actions: np.ndarray):
+        obs, reward, terminated, truncated, _ = self.pool.step(actions)
+        self.returns, self.lengths = self.returns + reward, self.lengths + 1
+        done, info = terminated | truncated, {}
+        if done.any():  # envpool would reset at the next step; resetting now is gymnasium's SAME_STEP autoreset
+            info = {"final_obs": obs.copy(), "_final_obs": done, "_episode": done}
+            info["episode"] = {"r": self.returns.copy(), "l": self.lengths.copy()}
+            first_obs, first_info = self.pool.reset(np.flatnonzero(done))
+            obs[first_info["env_id"]] = first_obs
+            self.returns[done], self.lengths[done] = 0.0, 0
+        return obs, reward, terminated, truncated, info
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def make_envs(env_id: str, num_envs: int, torso_scale=1.0, spread=0.0, backend="gymnasium") -> gym.vector.VectorEnv:
     """Flat-Box envs in one process; SAME_STEP autoreset: info['final_obs'] lets a truncation be bootstrapped."""
 
     def make_env():
         env = gym.make(env_id)
         return MassRandomization(env, torso_scale, spread) if torso_scale != 1.0 or spread > 0 else env
 
-    envs = gym.vector.SyncVectorEnv([make_env] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    if backend == "envpool":
+        envs = EnvpoolEnvs(env_id, num_envs)
+    else:
+        envs = gym.vector.SyncVectorEnv([make_env] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         raise UsageError(f"{env_id} has observation space {obs_space}; this script needs a flat Box")
@@ -205,6 +256,8 @@ def time_limit_of(env: gym.Env):
 def env_state(envs: gym.vector.VectorEnv, raw_obs: np.ndarray):
     """What a resumed run needs to take the very steps of the uninterrupted run: per env its physics, RNG and time-limit
     counter; the episode statistics and last observations. None if out of reach (the run then starts new episodes)."""
+    if isinstance(envs, EnvpoolEnvs):
+        return None
     per_env = []
     for env in envs.unwrapped.envs:
         core, elapsed = env.unwrapped, getattr(time_limit_of(env), "_elapsed_steps", None)
@@ -536,7 +589,7 @@ def eval_summary(returns: list, truncated: int) -> dict:
 
 # ---- Run folders
 STRUCTURAL = ("env_id", "torso_mass_scale", "mass_randomization", "student_arch", "seed", "num_envs", "num_steps")
-STRUCTURAL += ("minibatch_size",)  # with the above: the flags a resumed run must keep
+STRUCTURAL += ("minibatch_size", "env_backend")  # with the above: the flags a resumed run must keep
 STRUCTURAL += ("teacher", "distill_coef", "kl_direction", "teacher_noise_std", "teacher_weight")  # PPD
 STRUCTURAL += ("distill_coef_schedule", "teacher_return")  # PPD
 
@@ -600,6 +653,8 @@ def main(args: Args) -> dict:
                 off = teacher_ckpt["env_config"].get(name, off)  # train where the teacher did  # PPD
                 setattr(args, name, off)
         check_mass_options(args.env_id, args.torso_mass_scale, args.mass_randomization)
+        if args.env_backend == "envpool":
+            check_envpool(args.env_id, args.torso_mass_scale, args.mass_randomization)
         if args.capture_video:  # films with ppd_tools/video.py, imported only for this feature
             try:
                 from ppd_tools.video import video_problem
@@ -614,7 +669,8 @@ def main(args: Args) -> dict:
             rollout = f"({args.num_envs} x {args.num_steps} = {batch_size} steps)"
             raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout {rollout}")
         _, minibatch_size = minibatch_split(batch_size, args.minibatch_size)
-        envs = make_envs(args.env_id, args.num_envs, args.torso_mass_scale, args.mass_randomization)
+        mass = (args.torso_mass_scale, args.mass_randomization)
+        envs = make_envs(args.env_id, args.num_envs, *mass, args.env_backend)
         obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
         teacher_ckpts = [load_checkpoint(p, args.env_id, obs_shape, action_space) for p in args.teacher]  # PPD
         default_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"

@@ -41,6 +41,7 @@ class Args:
     env_id: str = "Hopper-v5"  # flat-Box gymnasium env (MLP), <Game>NoFrameskip-v4, ALE/<Game>-v5 or procgen:<game>
     torso_mass_scale: float = 1.0  # MuJoCo training envs: multiply the torso's mass by this (eval: unmodified)
     mass_randomization: float = 0.0  # MuJoCo training envs: scale other bodies' masses by U(1-x, 1+x) per episode
+    env_backend: Literal["gymnasium", "envpool"] = "gymnasium"  # training envs; envpool: faster, see README
     arch: Literal["smaller", "same", "larger"] = "same"  # network size (paper Table 4): `same` is the teacher's
     exp_name: str = "ppo"  # name of the experiment, part of the default run name
     seed: int = 1  # seed of torch, numpy, random and the environments
@@ -137,6 +138,10 @@ def check_args(args: Args) -> str:
         if model is None or "torso" not in [model.body(i).name for i in range(model.nbody)]:
             fix = "drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ..."
             raise UsageError(f"{mass} need a MuJoCo env with a body named 'torso', {args.env_id} has none; {fix}")
+    if args.env_backend == "envpool":
+        if domain != "mlp":
+            raise UsageError("--env-backend envpool applies to the MLP domain only; drop it")
+        check_envpool(args.env_id, args.torso_mass_scale, args.mass_randomization)
     if args.total_timesteps < args.num_envs * args.num_steps:
         rollout = f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)"
         raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout {rollout}")
@@ -218,16 +223,66 @@ class MassRandomization(gym.Wrapper):
         return result
 
 
-def make_mlp_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: float = 0.0) -> gym.vector.VectorEnv:
+def check_envpool(env_id: str, torso_scale: float, spread: float) -> None:
+    try:
+        import envpool
+    except ImportError:
+        raise UsageError("--env-backend envpool needs envpool: pip install --no-deps -r requirements-envpool.txt")
+    if env_id not in envpool.list_all_envs():
+        raise UsageError(f"envpool has no {env_id}; use --env-backend gymnasium")
+    if torso_scale != 1.0 or spread > 0:
+        masses = "--env-backend envpool cannot change body masses (--torso-mass-scale, --mass-randomization)"
+        raise UsageError(masses + "; use --env-backend gymnasium")
+
+
+class EnvpoolEnvs:
+    """--env-backend envpool: envpool's C++ envs, stepped by its own threads, behind make_envs' interface (gymnasium's
+    spaces, SAME_STEP autoreset with info['final_obs'], episode statistics); reset(seed) makes a pool seeded so.
+    Their state is out of reach: a resumed run starts new episodes."""
+
+    def __init__(self, env_id: str, num_envs: int):
+        import envpool
+
+        threads = min(num_envs, os.cpu_count() or 1)
+        self.make = lambda seed: envpool.make(env_id, "gymnasium", num_envs=num_envs, seed=seed, num_threads=threads)
+        spaces = gym.make(env_id)  # gymnasium's spaces: a checkpoint does not depend on the backend
+        self.single_observation_space, self.single_action_space = spaces.observation_space, spaces.action_space
+        self.num_envs, self.pool = num_envs, None
+
+    def reset(self, seed: int):
+        self.pool = self.make(seed)  # envpool seeds its envs when it makes them
+        self.returns, self.lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
+        return self.pool.reset()[0], {}
+
+    def step(self, actions: np.ndarray):
+        obs, reward, terminated, truncated, _ = self.pool.step(actions)
+        self.returns, self.lengths = self.returns + reward, self.lengths + 1
+        done, info = terminated | truncated, {}
+        if done.any():  # envpool would reset at the next step; resetting now is gymnasium's SAME_STEP autoreset
+            info = {"final_obs": obs.copy(), "_final_obs": done, "_episode": done}
+            info["episode"] = {"r": self.returns.copy(), "l": self.lengths.copy()}
+            first_obs, first_info = self.pool.reset(np.flatnonzero(done))
+            obs[first_info["env_id"]] = first_obs
+            self.returns[done], self.lengths[done] = 0.0, 0
+        return obs, reward, terminated, truncated, info
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def make_mlp_envs(env_id: str, num_envs: int, torso_scale=1.0, spread=0.0, backend="gymnasium") -> gym.vector.VectorEnv:
     """Flat-Box envs in one process (AsyncVectorEnv was never faster on 2 cores)."""
 
     def make_env():
         env = gym.make(env_id)
         return MassRandomization(env, torso_scale, spread) if torso_scale != 1.0 or spread > 0 else env
 
-    same_step = gym.vector.AutoresetMode.SAME_STEP
-    envs = gym.vector.SyncVectorEnv([make_env for _ in range(num_envs)], autoreset_mode=same_step)
-    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    if backend == "envpool":
+        envs = EnvpoolEnvs(env_id, num_envs)
+    else:
+        same_step = gym.vector.AutoresetMode.SAME_STEP
+        envs = gym.vector.SyncVectorEnv([make_env for _ in range(num_envs)], autoreset_mode=same_step)
+        envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         raise UsageError(f"{env_id} has observation space {obs_space}; the MLP scripts need a flat Box")
@@ -238,8 +293,9 @@ def make_mlp_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: 
 
 def make_envs(args: Args, domain: str, num_envs: int, seed: int, evaluation: bool = False, procgen_levels=None):
     if domain == "mlp":  # evaluation: always the unmodified env
-        mass = (1.0, 0.0) if evaluation else (args.torso_mass_scale, args.mass_randomization)
-        return make_mlp_envs(args.env_id, num_envs, *mass)
+        if evaluation:
+            return make_mlp_envs(args.env_id, num_envs)
+        return make_mlp_envs(args.env_id, num_envs, args.torso_mass_scale, args.mass_randomization, args.env_backend)
     if domain == "atari":
         max_frames = args.eval_max_frames if evaluation else 108_000
         return make_atari_envs(args.env_id, num_envs, seed, args.frame_skip, evaluation, max_frames)
@@ -364,7 +420,7 @@ def env_state(envs, raw_obs: np.ndarray):
     """Per env physics, RNG and time-limit counter, so that a resumed run takes the very same steps (Atari: None)."""
     if isinstance(envs, ProcgenVecEnv):
         return envs.get_state(raw_obs)
-    if isinstance(envs, AtariEnvs):
+    if isinstance(envs, (AtariEnvs, EnvpoolEnvs)):
         return None
     per_env = []
     for env in envs.unwrapped.envs:
@@ -695,7 +751,7 @@ def eval_summary(returns: list, truncated: int) -> dict:
 # ---- run folders: the flags that must not change when a run is resumed
 STRUCTURAL = ("env_id", "arch", "seed", "num_envs", "num_steps", "minibatch_size", "frame_skip", "procgen_num_levels")
 STRUCTURAL += ("procgen_start_level", "procgen_distribution_mode", "frozen_obs_norm", "torso_mass_scale")
-STRUCTURAL += ("mass_randomization", "restart_games_at_checkpoint")
+STRUCTURAL += ("mass_randomization", "restart_games_at_checkpoint", "env_backend")
 
 
 def prepare_run(args: Args, default_name: str):

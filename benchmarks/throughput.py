@@ -1,14 +1,20 @@
 """Throughput on Hopper-v5 with the paper's distillation settings, all measured in one run on one machine.
 
-Times, for the same number of environment steps and the same vector env settings (18 envs, SyncVectorEnv):
-raw random-action env stepping; train_teacher.py (PPO); ppd_mujoco.py (PPD, the shipped teacher);
-student_distill.py; and Stable-Baselines3's PPO with the same hyperparameters (n_steps 64, minibatch 512,
-4 epochs, gamma 0.999, GAE 0.9, lr 3e-4, separate 256-256 ReLU MLPs, VecNormalize). The measurements are
-interleaved (round robin) and repeated, so that the machine's noise spreads over all of them alike; only the
+Times, for the same number of environment steps and the same vector env settings (18 envs): raw random-action env
+stepping on each backend (gymnasium's SyncVectorEnv, envpool); train_teacher.py (PPO); ppd_mujoco.py (PPD, the
+shipped teacher) on each backend; student_distill.py; the authors' library sb3_distill (its PPD, on SB3's PPO) and
+Stable-Baselines3's PPO, both with the same hyperparameters (n_steps 64, minibatch 512, 4 epochs, gamma 0.999,
+GAE 0.9, lr 3e-4, separate 256-256 ReLU MLPs, VecNormalize of observations and rewards, as the scripts normalize;
+sb3_distill's teacher is an untrained SB3 PPO of the same size: its weights do not change the work). The measurements
+are interleaved (round robin) and repeated, so that the machine's noise spreads over all of them alike; only the
 ratios within one run mean anything on a shared machine.
 
-    pip install -r benchmarks/requirements.txt       # stable-baselines3, only for this benchmark
+    pip install -r benchmarks/requirements.txt                  # stable-baselines3 and sb3_distill, only for this
+    pip install --no-deps -r requirements-envpool.txt           # the envpool backend
     python benchmarks/throughput.py --steps 46080 --repeats 3
+
+sb3_distill is not on the package index: benchmarks/requirements.txt installs it from its public repository at a fixed
+commit (without network access to GitHub: `git clone` a copy of it, then `pip install --no-deps <that folder>`).
 
 Writes results/throughput.json and results/throughput.md.
 """
@@ -32,8 +38,9 @@ COMMON = ["--num-envs", str(NUM_ENVS), "--num-steps", str(NUM_STEPS), "--minibat
 
 RAW = """
 import sys, time, numpy as np, gymnasium as gym
-envs = gym.wrappers.vector.RecordEpisodeStatistics(gym.vector.SyncVectorEnv(
-    [lambda: gym.make("{env}") for _ in range({n})], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP))
+sys.path.insert(0, ".")
+from ppd_mujoco import make_envs
+envs = make_envs("{env}", {n}, backend="{backend}")
 envs.reset(seed=0)
 rng = np.random.default_rng(0)
 steps = {steps} // {n}
@@ -49,9 +56,15 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 env = VecNormalize(make_vec_env("{env}", n_envs={n}, seed=0), gamma=0.999)
-model = PPO("MlpPolicy", env, n_steps={T}, batch_size=512, n_epochs=4, gamma=0.999, gae_lambda=0.9, learning_rate=3e-4,
-            ent_coef=0.0, clip_range=0.2, vf_coef=0.5, max_grad_norm=0.5, seed=0, device="cpu",
-            policy_kwargs=dict(net_arch=dict(pi=[256, 256], vf=[256, 256]), activation_fn=nn.ReLU))
+kwargs = dict(seed=0, device="cpu", policy_kwargs=dict(net_arch=dict(pi=[256, 256], vf=[256, 256]), activation_fn=nn.ReLU))
+settings = dict(n_steps={T}, batch_size=512, n_epochs=4, gamma=0.999, gae_lambda=0.9, learning_rate=3e-4, ent_coef=0.0,
+                clip_range=0.2, vf_coef=0.5, max_grad_norm=0.5)
+if {distill}:
+    from sb3_distill import ProximalPolicyDistillation
+    model = ProximalPolicyDistillation("MlpPolicy", env, **settings, **kwargs)
+    model.set_teacher(PPO("MlpPolicy", env, **kwargs), distill_lambda=1.0)
+else:
+    model = PPO("MlpPolicy", env, **settings, **kwargs)
 start = time.perf_counter()
 model.learn(total_timesteps={steps})
 print("SPS", model.num_timesteps / (time.perf_counter() - start))
@@ -69,8 +82,10 @@ def last_sps(run_dir: str) -> float:
 
 def measure(name: str, steps: int, out: str, rep: int) -> float:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    if name in ("raw", "sb3_ppo"):
-        code = (RAW if name == "raw" else SB3).format(env=ENV, n=NUM_ENVS, T=NUM_STEPS, steps=steps)
+    if name.startswith("raw") or name.startswith("sb3"):
+        backend = "envpool" if name == "raw_envpool" else "gymnasium"
+        code = (RAW if name.startswith("raw") else SB3).format(env=ENV, n=NUM_ENVS, T=NUM_STEPS, steps=steps,
+                                                               backend=backend, distill=name == "sb3_distill_ppd")
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
         match = re.search(r"SPS ([\d.]+)", result.stdout)
         if not match:
@@ -79,6 +94,8 @@ def measure(name: str, steps: int, out: str, rep: int) -> float:
     script, flags = {
         "train_teacher": ("train_teacher.py", ["--env-id", ENV, "--gamma", "0.999", "--ent-coef", "0.0"]),
         "ppd_mujoco": ("ppd_mujoco.py", ["--teacher", "teachers/Hopper-v5.pt", "--gamma", "0.999"]),
+        "ppd_mujoco_envpool": ("ppd_mujoco.py", ["--teacher", "teachers/Hopper-v5.pt", "--gamma", "0.999",
+                                                 "--env-backend", "envpool"]),
         "student_distill": ("student_distill.py", ["--teacher", "teachers/Hopper-v5.pt"]),
     }[name]
     common = COMMON if name != "student_distill" else [f for f in COMMON if f not in ("--num-steps", str(NUM_STEPS), "--minibatch-size", "512")]
@@ -90,6 +107,13 @@ def measure(name: str, steps: int, out: str, rep: int) -> float:
     return last_sps(os.path.join(out, run_name))
 
 
+def commit() -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=REPO).stdout.strip()
+    return head + (" (with uncommitted changes)" if dirty else "")
+
+
 def torch_cuda_available() -> bool:
     result = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True, text=True)
     return result.stdout.strip() == "True"
@@ -99,7 +123,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=46080, help="environment steps per measurement (a multiple of 18 x 64)")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions of each measurement, interleaved")
-    parser.add_argument("--only", nargs="*", default=["raw", "train_teacher", "ppd_mujoco", "student_distill", "sb3_ppo"])
+    parser.add_argument("--only", nargs="*", default=["raw_gymnasium", "raw_envpool", "train_teacher", "ppd_mujoco",
+                                                      "ppd_mujoco_envpool", "student_distill", "sb3_distill_ppd", "sb3_ppo"])
     args = parser.parse_args()
     sps = {name: [] for name in args.only}
     with tempfile.TemporaryDirectory() as out:
@@ -110,21 +135,29 @@ def main() -> None:
     summary = {name: {"median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v)), "runs": v}
                for name, v in sps.items()}
     ratios = {}
+    for name in ("ppd_mujoco_envpool", "ppd_mujoco"):
+        if {name, "sb3_distill_ppd"} <= sps.keys():
+            ratios[f"{name}_over_sb3_distill_ppd"] = summary[name]["median"] / summary["sb3_distill_ppd"]["median"]
+    if {"ppd_mujoco_envpool", "ppd_mujoco"} <= sps.keys():
+        ratios["ppd_envpool_over_gymnasium"] = summary["ppd_mujoco_envpool"]["median"] / summary["ppd_mujoco"]["median"]
+    if {"raw_envpool", "raw_gymnasium"} <= sps.keys():
+        ratios["raw_envpool_over_gymnasium"] = summary["raw_envpool"]["median"] / summary["raw_gymnasium"]["median"]
     if {"ppd_mujoco", "sb3_ppo"} <= sps.keys():
         ratios["ppd_over_sb3_ppo"] = summary["ppd_mujoco"]["median"] / summary["sb3_ppo"]["median"]
     if {"ppd_mujoco", "train_teacher"} <= sps.keys():
         ratios["ppd_wall_time_over_ppo"] = summary["train_teacher"]["median"] / summary["ppd_mujoco"]["median"]
-    if {"ppd_mujoco", "raw"} <= sps.keys():
-        ratios["ppd_over_raw_env"] = summary["ppd_mujoco"]["median"] / summary["raw"]["median"]
+    if {"ppd_mujoco", "raw_gymnasium"} <= sps.keys():
+        ratios["ppd_over_raw_env"] = summary["ppd_mujoco"]["median"] / summary["raw_gymnasium"]["median"]
     result = {"env": ENV, "num_envs": NUM_ENVS, "num_steps": NUM_STEPS, "steps_per_measurement": args.steps,
               "repeats": args.repeats, "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
-              "made_by": "python benchmarks/throughput.py " + " ".join(sys.argv[1:]), "steps_per_second": summary,
+              "made_by": "python benchmarks/throughput.py " + " ".join(sys.argv[1:]), "commit": commit(),
+              "steps_per_second": summary,
               "ratios": ratios, "date": time.strftime("%Y-%m-%d")}
     os.makedirs(os.path.join(REPO, "results"), exist_ok=True)
     with open(os.path.join(REPO, "results", "throughput.json"), "w") as f:
         json.dump(result, f, indent=2)
     lines = [f"# Throughput, {ENV}, {NUM_ENVS} envs x {NUM_STEPS} steps, CPU ({result['machine']})", "",
-             f"Made by `{result['made_by']}` ({args.repeats} interleaved repeats of {args.steps} steps; training loop "
+             f"Made by `{result['made_by']}` at commit {result['commit']} ({args.repeats} interleaved repeats of {args.steps} steps; training loop "
              "steps/s as the scripts log them, start-up and final evaluation excluded).", "",
              "| what | median steps/s | min | max |", "|-|-|-|-|"]
     lines += [f"| {name} | {s['median']:.0f} | {s['min']:.0f} | {s['max']:.0f} |" for name, s in summary.items()]

@@ -38,12 +38,13 @@ def same_parameters(a: dict, b: dict) -> bool:
 
 # one env (the default, Hopper-v5: continuous actions, observation normalization); discrete actions and the
 # PPD script itself at lambda 0 are tests/test_ppd_mujoco.py::test_lambda_zero_reproduces_ppo_exactly
-@pytest.mark.parametrize("env_id, gamma", [(None, "0.995")])
-def test_stripped_script_is_train_teachers_ppo_bit_for_bit(tmp_path, env_id, gamma):
+# and on envpool's envs (issue 19), the backend one flag away
+@pytest.mark.parametrize("env_id, gamma, backend", [(None, "0.995", "gymnasium"), (None, "0.995", "envpool")])
+def test_stripped_script_is_train_teachers_ppo_bit_for_bit(tmp_path, env_id, gamma, backend):
     script = tmp_path / "ppo.py"
     script.write_text(stripped())
     env = {k: v for k, v in script_env().items() if k != "PYTHONPATH"}  # alone in its folder: no repository import
-    flags = TINY + ["--gamma", gamma, "--output-dir", str(tmp_path)]
+    flags = TINY + ["--gamma", gamma, "--env-backend", backend, "--output-dir", str(tmp_path)]
     ppo = subprocess.run([sys.executable, str(script), *(["--env-id", env_id] if env_id else []), "--run-name", "ppo",
                           *flags], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert ppo.returncode == 0, ppo.stderr
