@@ -180,53 +180,6 @@ def check_mass_options(env_id: str, torso_scale: float, spread: float) -> None:
         raise UsageError(need + f"{env_id} has none; drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ...")
 
 
-def check_envpool(env_id: str, torso_scale: float, spread: float) -> None:
-    try:
-        import envpool
-    except ImportError:
-        raise UsageError("--env-backend envpool needs envpool: pip install --no-deps -r requirements-envpool.txt")
-    if env_id not in envpool.list_all_envs():
-        raise UsageError(f"envpool has no {env_id}; use --env-backend gymnasium")
-    if torso_scale != 1.0 or spread > 0:
-        masses = "--env-backend envpool cannot change body masses (--torso-mass-scale, --mass-randomization)"
-        raise UsageError(masses + "; use --env-backend gymnasium")
-
-
-class EnvpoolEnvs:
-    """--env-backend envpool: envpool's C++ envs, stepped by its own threads, behind make_envs' interface (gymnasium's
-    spaces, SAME_STEP autoreset with info['final_obs'], episode statistics); reset(seed) makes a pool seeded so.
-    Their state is out of reach: a resumed run starts new episodes."""
-
-    def __init__(self, env_id: str, num_envs: int):
-        import envpool
-
-        threads = min(num_envs, os.cpu_count() or 1)
-        self.make = lambda seed: envpool.make(env_id, "gymnasium", num_envs=num_envs, seed=seed, num_threads=threads)
-        spaces = gym.make(env_id)  # gymnasium's spaces: a checkpoint does not depend on the backend
-        self.single_observation_space, self.single_action_space = spaces.observation_space, spaces.action_space
-        self.num_envs, self.pool = num_envs, None
-
-    def reset(self, seed: int):
-        self.pool = self.make(seed)  # envpool seeds its envs when it makes them
-        self.returns, self.lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
-        return self.pool.reset()[0], {}
-
-    def step(self, actions: np.ndarray):
-        obs, reward, terminated, truncated, _ = self.pool.step(actions)
-        self.returns, self.lengths = self.returns + reward, self.lengths + 1
-        done, info = terminated | truncated, {}
-        if done.any():  # envpool would reset at the next step; resetting now is gymnasium's SAME_STEP autoreset
-            info = {"final_obs": obs.copy(), "_final_obs": done, "_episode": done}
-            info["episode"] = {"r": self.returns.copy(), "l": self.lengths.copy()}
-            first_obs, first_info = self.pool.reset(np.flatnonzero(done))
-            obs[first_info["env_id"]] = first_obs
-            self.returns[done], self.lengths[done] = 0.0, 0
-        return obs, reward, terminated, truncated, info
-
-    def close(self) -> None:
-        self.pool.close()
-
-
 def make_envs(env_id: str, num_envs: int, torso_scale=1.0, spread=0.0, backend="gymnasium") -> gym.vector.VectorEnv:
     """Flat-Box envs in one process; SAME_STEP autoreset: info['final_obs'] lets a truncation be bootstrapped."""
 
@@ -234,7 +187,9 @@ def make_envs(env_id: str, num_envs: int, torso_scale=1.0, spread=0.0, backend="
         env = gym.make(env_id)
         return MassRandomization(env, torso_scale, spread) if torso_scale != 1.0 or spread > 0 else env
 
-    if backend == "envpool":
+    if backend == "envpool":  # ppd_tools/envpool_backend.py, imported only for this feature
+        from ppd_tools.envpool_backend import EnvpoolEnvs
+
         envs = EnvpoolEnvs(env_id, num_envs)
     else:
         envs = gym.vector.SyncVectorEnv([make_env] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -256,7 +211,7 @@ def time_limit_of(env: gym.Env):
 def env_state(envs: gym.vector.VectorEnv, raw_obs: np.ndarray):
     """What a resumed run needs to take the very steps of the uninterrupted run: per env its physics, RNG and time-limit
     counter; the episode statistics and last observations. None if out of reach (the run then starts new episodes)."""
-    if isinstance(envs, EnvpoolEnvs):
+    if not isinstance(envs, gym.vector.VectorEnv):  # --env-backend envpool: out of reach
         return None
     per_env = []
     for env in envs.unwrapped.envs:
@@ -653,8 +608,13 @@ def main(args: Args) -> dict:
                 off = teacher_ckpt["env_config"].get(name, off)  # train where the teacher did  # PPD
                 setattr(args, name, off)
         check_mass_options(args.env_id, args.torso_mass_scale, args.mass_randomization)
-        if args.env_backend == "envpool":
-            check_envpool(args.env_id, args.torso_mass_scale, args.mass_randomization)
+        if args.env_backend == "envpool":  # ppd_tools/envpool_backend.py, imported only for this feature
+            try:
+                from ppd_tools.envpool_backend import envpool_problem
+            except ImportError:
+                raise UsageError("--env-backend envpool needs the repository's ppd_tools/ folder beside this script")
+            if problem := envpool_problem(args.env_id, args.torso_mass_scale, args.mass_randomization):
+                raise UsageError(problem)
         if args.capture_video:  # films with ppd_tools/video.py, imported only for this feature
             try:
                 from ppd_tools.video import video_problem

@@ -230,7 +230,7 @@ def env_state(envs, raw_obs: np.ndarray):
     """Per env physics, RNG and time-limit counter, so that a resumed run takes the very same steps (Atari: None)."""
     if isinstance(envs, ProcgenVecEnv):
         return envs.get_state(raw_obs)
-    if isinstance(envs, AtariEnvs):
+    if not isinstance(envs, gym.vector.VectorEnv):  # Atari's (and envpool's) envs: their state is out of reach
         return None
     per_env = []
     for env in envs.unwrapped.envs:

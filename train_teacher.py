@@ -138,10 +138,15 @@ def check_args(args: Args) -> str:
         if model is None or "torso" not in [model.body(i).name for i in range(model.nbody)]:
             fix = "drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ..."
             raise UsageError(f"{mass} need a MuJoCo env with a body named 'torso', {args.env_id} has none; {fix}")
-    if args.env_backend == "envpool":
+    if args.env_backend == "envpool":  # ppd_tools/envpool_backend.py, imported only for this feature
         if domain != "mlp":
             raise UsageError("--env-backend envpool applies to the MLP domain only; drop it")
-        check_envpool(args.env_id, args.torso_mass_scale, args.mass_randomization)
+        try:
+            from ppd_tools.envpool_backend import envpool_problem
+        except ImportError:
+            raise UsageError("--env-backend envpool needs the repository's ppd_tools/ folder beside this script")
+        if problem := envpool_problem(args.env_id, args.torso_mass_scale, args.mass_randomization):
+            raise UsageError(problem)
     if args.total_timesteps < args.num_envs * args.num_steps:
         rollout = f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)"
         raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout {rollout}")
@@ -223,53 +228,6 @@ class MassRandomization(gym.Wrapper):
         return result
 
 
-def check_envpool(env_id: str, torso_scale: float, spread: float) -> None:
-    try:
-        import envpool
-    except ImportError:
-        raise UsageError("--env-backend envpool needs envpool: pip install --no-deps -r requirements-envpool.txt")
-    if env_id not in envpool.list_all_envs():
-        raise UsageError(f"envpool has no {env_id}; use --env-backend gymnasium")
-    if torso_scale != 1.0 or spread > 0:
-        masses = "--env-backend envpool cannot change body masses (--torso-mass-scale, --mass-randomization)"
-        raise UsageError(masses + "; use --env-backend gymnasium")
-
-
-class EnvpoolEnvs:
-    """--env-backend envpool: envpool's C++ envs, stepped by its own threads, behind make_envs' interface (gymnasium's
-    spaces, SAME_STEP autoreset with info['final_obs'], episode statistics); reset(seed) makes a pool seeded so.
-    Their state is out of reach: a resumed run starts new episodes."""
-
-    def __init__(self, env_id: str, num_envs: int):
-        import envpool
-
-        threads = min(num_envs, os.cpu_count() or 1)
-        self.make = lambda seed: envpool.make(env_id, "gymnasium", num_envs=num_envs, seed=seed, num_threads=threads)
-        spaces = gym.make(env_id)  # gymnasium's spaces: a checkpoint does not depend on the backend
-        self.single_observation_space, self.single_action_space = spaces.observation_space, spaces.action_space
-        self.num_envs, self.pool = num_envs, None
-
-    def reset(self, seed: int):
-        self.pool = self.make(seed)  # envpool seeds its envs when it makes them
-        self.returns, self.lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
-        return self.pool.reset()[0], {}
-
-    def step(self, actions: np.ndarray):
-        obs, reward, terminated, truncated, _ = self.pool.step(actions)
-        self.returns, self.lengths = self.returns + reward, self.lengths + 1
-        done, info = terminated | truncated, {}
-        if done.any():  # envpool would reset at the next step; resetting now is gymnasium's SAME_STEP autoreset
-            info = {"final_obs": obs.copy(), "_final_obs": done, "_episode": done}
-            info["episode"] = {"r": self.returns.copy(), "l": self.lengths.copy()}
-            first_obs, first_info = self.pool.reset(np.flatnonzero(done))
-            obs[first_info["env_id"]] = first_obs
-            self.returns[done], self.lengths[done] = 0.0, 0
-        return obs, reward, terminated, truncated, info
-
-    def close(self) -> None:
-        self.pool.close()
-
-
 def make_mlp_envs(env_id: str, num_envs: int, torso_scale=1.0, spread=0.0, backend="gymnasium") -> gym.vector.VectorEnv:
     """Flat-Box envs in one process (AsyncVectorEnv was never faster on 2 cores)."""
 
@@ -277,7 +235,9 @@ def make_mlp_envs(env_id: str, num_envs: int, torso_scale=1.0, spread=0.0, backe
         env = gym.make(env_id)
         return MassRandomization(env, torso_scale, spread) if torso_scale != 1.0 or spread > 0 else env
 
-    if backend == "envpool":
+    if backend == "envpool":  # ppd_tools/envpool_backend.py, imported only for this feature
+        from ppd_tools.envpool_backend import EnvpoolEnvs
+
         envs = EnvpoolEnvs(env_id, num_envs)
     else:
         same_step = gym.vector.AutoresetMode.SAME_STEP
@@ -420,7 +380,7 @@ def env_state(envs, raw_obs: np.ndarray):
     """Per env physics, RNG and time-limit counter, so that a resumed run takes the very same steps (Atari: None)."""
     if isinstance(envs, ProcgenVecEnv):
         return envs.get_state(raw_obs)
-    if isinstance(envs, (AtariEnvs, EnvpoolEnvs)):
+    if not isinstance(envs, gym.vector.VectorEnv):  # Atari's (and envpool's) envs: their state is out of reach
         return None
     per_env = []
     for env in envs.unwrapped.envs:

@@ -230,7 +230,7 @@ def test_the_video_command_refuses_in_one_line(tmp_path):
     assert (tmp_path / "taken.gif").read_bytes() == b"keep" and not (tmp_path / "x.gif").exists()
 
 
-def test_a_copied_script_runs_alone_and_asks_for_ppd_tools_only_for_a_video(tmp_path):
+def test_a_copied_script_runs_alone_and_asks_for_ppd_tools_only_for_a_video_or_envpool(tmp_path):
     # the single-file promise: ppd_mujoco.py copied into an empty folder trains with no import from this repository
     shutil.copy(os.path.join(REPO, "ppd_mujoco.py"), tmp_path)
     env = {k: v for k, v in script_env().items() if k != "PYTHONPATH"}
@@ -245,3 +245,8 @@ def test_a_copied_script_runs_alone_and_asks_for_ppd_tools_only_for_a_video(tmp_
     assert video.returncode == 2
     assert video.stderr == "error: --capture-video needs the repository's ppd_tools/ folder beside this script\n"
     assert not (tmp_path / "out" / "b").exists()
+    fast = subprocess.run(command + ["--run-name", "c", "--env-backend", "envpool"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)  # the faster backend lives in ppd_tools/ too
+    assert fast.returncode == 2
+    assert fast.stderr == "error: --env-backend envpool needs the repository's ppd_tools/ folder beside this script\n"
+    assert not (tmp_path / "out" / "c").exists()

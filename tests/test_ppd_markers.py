@@ -44,6 +44,8 @@ def test_stripped_script_is_train_teachers_ppo_bit_for_bit(tmp_path, env_id, gam
     script = tmp_path / "ppo.py"
     script.write_text(stripped())
     env = {k: v for k, v in script_env().items() if k != "PYTHONPATH"}  # alone in its folder: no repository import
+    if backend == "envpool":  # ... but for the backend that lives in ppd_tools/, imported only for that feature
+        env["PYTHONPATH"] = REPO
     flags = TINY + ["--gamma", gamma, "--env-backend", backend, "--output-dir", str(tmp_path)]
     ppo = subprocess.run([sys.executable, str(script), *(["--env-id", env_id] if env_id else []), "--run-name", "ppo",
                           *flags], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)

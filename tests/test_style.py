@@ -33,7 +33,6 @@ def test_ruff_is_clean(command):
 # functions and classes that do the same job wherever they appear: one text in every script that has them (each
 # script is whole on its own, so the code is copied; a fix made in one copy and not the others is drift)
 SAME_TEXT = [
-    "EnvpoolEnvs",
     "ImpalaCNN",
     "MassRandomization",
     "NatureCNN",
@@ -42,7 +41,6 @@ SAME_TEXT = [
     "UsageError",
     "atari_game",
     "atomic_save",
-    "check_envpool",
     "check_fits_env",
     "check_mass_options",
     "check_ranges",
