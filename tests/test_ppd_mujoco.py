@@ -31,12 +31,12 @@ def same_parameters(a: dict, b: dict) -> bool:
     return all(torch.equal(a[part][k], b[part][k]) for part in ("actor", "critic") for k in a[part])
 
 
-@pytest.mark.parametrize("teacher, gamma, ent", [(CARTPOLE_TEACHER, "0.999", "0.0"), (HOPPER_TEACHER, "0.995", "0.0")])
-def test_lambda_zero_reproduces_ppo_exactly(tmp_path, teacher, gamma, ent):
-    if not os.path.exists(teacher):
-        pytest.skip(f"{teacher} not trained yet")
+@pytest.mark.parametrize("teacher, gamma, ent, backend", [(CARTPOLE_TEACHER, "0.999", "0.0", "gymnasium"),
+                                                           (HOPPER_TEACHER, "0.995", "0.0", "gymnasium"),
+                                                           (HOPPER_TEACHER, "0.995", "0.0", "envpool")])
+def test_lambda_zero_reproduces_ppo_exactly(tmp_path, teacher, gamma, ent, backend):
     env_id = torch.load(teacher, weights_only=True)["env_id"]
-    common = TINY + ["--seed", "3", "--gamma", gamma, "--ent-coef", ent, "--output-dir", tmp_path]
+    common = TINY + ["--seed", "3", "--gamma", gamma, "--ent-coef", ent, "--env-backend", backend, "--output-dir", tmp_path]
     ppd = run_script("ppd_mujoco.py", "--teacher", teacher, "--distill-coef", "0", "--run-name", "ppd", *common)
     assert ppd.returncode == 0, ppd.stderr
     ppo = run_script("train_teacher.py", "--env-id", env_id, "--frozen-obs-norm", teacher, "--run-name", "ppo", *common)
