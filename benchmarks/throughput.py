@@ -148,11 +148,14 @@ def main() -> None:
         ratios["ppd_wall_time_over_ppo"] = summary["train_teacher"]["median"] / summary["ppd_mujoco"]["median"]
     if {"ppd_mujoco", "raw_gymnasium"} <= sps.keys():
         ratios["ppd_over_raw_env"] = summary["ppd_mujoco"]["median"] / summary["raw_gymnasium"]["median"]
+    paired = {f"{a}_over_{b}": [x / y for x, y in zip(sps[a], sps[b])]
+              for a, b in (("ppd_mujoco_envpool", "sb3_distill_ppd"), ("ppd_mujoco", "sb3_distill_ppd"),
+                           ("ppd_mujoco_envpool", "ppd_mujoco")) if {a, b} <= sps.keys()}
     result = {"env": ENV, "num_envs": NUM_ENVS, "num_steps": NUM_STEPS, "steps_per_measurement": args.steps,
               "repeats": args.repeats, "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
               "made_by": "python benchmarks/throughput.py " + " ".join(sys.argv[1:]), "commit": commit(),
               "steps_per_second": summary,
-              "ratios": ratios, "date": time.strftime("%Y-%m-%d")}
+              "ratios": ratios, "ratios_per_repeat": paired, "date": time.strftime("%Y-%m-%d")}
     os.makedirs(os.path.join(REPO, "results"), exist_ok=True)
     with open(os.path.join(REPO, "results", "throughput.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -161,7 +164,11 @@ def main() -> None:
              "steps/s as the scripts log them, start-up and final evaluation excluded).", "",
              "| what | median steps/s | min | max |", "|-|-|-|-|"]
     lines += [f"| {name} | {s['median']:.0f} | {s['min']:.0f} | {s['max']:.0f} |" for name, s in summary.items()]
-    lines += ["", "| ratio | value |", "|-|-|"] + [f"| {k} | {v:.2f} |" for k, v in ratios.items()]
+    lines += ["", "| ratio (of the medians) | value |", "|-|-|"] + [f"| {k} | {v:.2f} |" for k, v in ratios.items()]
+    if paired:
+        lines += ["", "Within each repeat (the two measured minutes apart, so the machine's load is more alike):", "",
+                  "| ratio | per repeat |", "|-|-|"]
+        lines += [f"| {k} | {', '.join(f'{x:.2f}' for x in v)} |" for k, v in paired.items()]
     lines += ["", "CUDA: " + ("the scripts above ran with --no-cuda; a GPU is present, rerun them without it for a CUDA column"
                     if torch_cuda_available() else "no GPU on this machine, so no CUDA column (the scripts use CUDA when present).")]
     with open(os.path.join(REPO, "results", "throughput.md"), "w") as f:
