@@ -17,39 +17,25 @@ The gymnasium backend, the default, is what every other test runs."""
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 import ppd_mujoco
-from conftest import run_script
+from conftest import REPO, run_script
+
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+from env_backends import greedy_returns  # noqa: E402  (what results/env_backends.md was made with)
 
 TINY = ["--num-envs", "4", "--num-steps", "64", "--minibatch-size", "128", "--eval-episodes", "2", "--no-cuda"]
 
 
-def greedy_returns(teacher: str, backend: str, episodes: int, seed: int) -> np.ndarray:
-    """The first episode of each of `episodes` envs, greedy actions of the teacher."""
-    ckpt = ppd_mujoco.load_checkpoint(teacher)
-    actor = ppd_mujoco.agent_from_checkpoint(ckpt).actor
-    rms = ppd_mujoco.RunningMeanStd(ckpt["obs_shape"]).load_state_dict(ckpt["obs_rms"])
-    envs = ppd_mujoco.make_envs(ckpt["env_id"], episodes, backend=backend)
-    obs, _ = envs.reset(seed=seed)
-    returns, running = np.full(episodes, np.nan), np.zeros(episodes)
-    while np.isnan(returns).any():
-        with torch.no_grad():
-            action = ppd_mujoco.greedy_action(actor(torch.as_tensor(rms.normalize(obs)))).numpy()
-        obs, reward, terminated, truncated, _ = envs.step(np.clip(action, -1, 1))
-        running += reward
-        ended = (terminated | truncated) & np.isnan(returns)
-        returns[ended] = running[ended]
-    envs.close()
-    return returns
-
-
 def test_a_teacher_scores_the_same_on_both_backends():
-    gym_returns = greedy_returns("teachers/HalfCheetah-v5.pt", "gymnasium", 20, seed=100)
-    pool_returns = greedy_returns("teachers/HalfCheetah-v5.pt", "envpool", 20, seed=100)
+    teacher = os.path.join(REPO, "teachers", "HalfCheetah-v5.pt")
+    gym_returns = np.array(greedy_returns(teacher, "gymnasium", 20, seed=100))
+    pool_returns = np.array(greedy_returns(teacher, "envpool", 20, seed=100))
     difference = pool_returns.mean() - gym_returns.mean()
     stderr = np.sqrt(gym_returns.var(ddof=1) / 20 + pool_returns.var(ddof=1) / 20)
     assert gym_returns.mean() > 5000  # the teacher runs: the comparison is about a policy that does something
