@@ -242,6 +242,9 @@ def env_state(envs, raw_obs: np.ndarray):
             physics = np.empty(mujoco.mj_stateSize(core.model, mujoco.mjtState.mjSTATE_INTEGRATION))
             mujoco.mj_getState(core.model, core.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
             state.update(physics=torch.from_numpy(physics), body_mass=torch.from_numpy(core.model.body_mass.copy()))
+            # derived positions that a step reads before it simulates (Ant's torso x for its forward reward, Humanoid's
+            # centre of mass): mj_setState leaves them stale, and the first step after a resume would differ
+            state.update(xpos=torch.from_numpy(core.data.xpos.copy()), xipos=torch.from_numpy(core.data.xipos.copy()))
         elif isinstance(getattr(core, "state", None), (np.ndarray, tuple, list)):  # classic control
             state["physics"] = torch.as_tensor(np.array(core.state, dtype=np.float64))
         else:
@@ -267,6 +270,8 @@ def set_env_state(envs, saved: dict) -> np.ndarray:
 
             core.model.body_mass[:] = state["body_mass"].numpy()
             mujoco.mj_setState(core.model, core.data, state["physics"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
+            if "xpos" in state:  # absent from checkpoints written before it was saved
+                core.data.xpos[:], core.data.xipos[:] = state["xpos"].numpy(), state["xipos"].numpy()
         else:
             core.state = state["physics"].numpy()
     envs.episode_returns, envs.episode_lengths = saved["episode_returns"].numpy(), saved["episode_lengths"].numpy()
