@@ -644,6 +644,7 @@ def main(args: Args) -> dict:
         fail(str(e))
     num_iterations = args.total_timesteps // batch_size
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    threads = torch.get_num_threads()  # the update's; the rollout may take fewer (below)
     eval_seed = args.seed + 10_000  # the final evaluation's (SPEC section 5): every policy on the same episodes
 
     def score(actor: Actor, rms: RunningMeanStd, episodes: int = args.eval_episodes) -> dict:
@@ -767,6 +768,9 @@ def main(args: Args) -> dict:
         # ---- rollout
         # the student acts: student-driven distillation  # PPD
         agent.eval()
+        # envpool steps the envs on its own threads, which torch's would compete with for the cores, and a batch
+        # of num_envs states gains nothing from several threads (results/throughput.md: faster, same numbers)
+        torch.set_num_threads(1 if args.env_backend == "envpool" else threads)
         for step in range(args.num_steps):
             global_step += args.num_envs
             obs[step] = next_obs
@@ -797,6 +801,7 @@ def main(args: Args) -> dict:
                 recent_returns = (recent_returns + [float(info["episode"]["r"][i])])[-20:]
                 writer.add_scalar("charts/episodic_return", info["episode"]["r"][i], global_step)
                 writer.add_scalar("charts/episodic_length", info["episode"]["l"][i], global_step)
+        torch.set_num_threads(threads)
 
         # ---- advantages (GAE)
         with torch.no_grad():

@@ -773,6 +773,7 @@ def main(args: Args) -> dict:
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    threads = torch.get_num_threads()  # the update's; the rollout may take fewer (below)
 
     agent = Agent(domain, ARCHS[domain][args.arch], obs_shape, action_space).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
@@ -867,6 +868,9 @@ def main(args: Args) -> dict:
 
         # ---- rollout
         agent.eval()
+        # envpool steps the envs on its own threads, which torch's would compete with for the cores, and a batch
+        # of num_envs states gains nothing from several threads (results/throughput.md: faster, same numbers)
+        torch.set_num_threads(1 if args.env_backend == "envpool" else threads)
         for step in range(args.num_steps):
             global_step += args.num_envs
             obs[step] = next_obs
@@ -896,6 +900,7 @@ def main(args: Args) -> dict:
                 recent_returns = (recent_returns + [float(info["episode"]["r"][i])])[-20:]
                 writer.add_scalar("charts/episodic_return", info["episode"]["r"][i], global_step)
                 writer.add_scalar("charts/episodic_length", info["episode"]["l"][i], global_step)
+        torch.set_num_threads(threads)
 
         # ---- advantages (GAE)
         with torch.no_grad():
