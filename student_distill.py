@@ -68,6 +68,7 @@ class Args:
     resume: Optional[str] = None  # continue the run of this `checkpoint.pt` (or run folder), with the same flags
     eval_episodes: Optional[int] = None  # final evaluation episodes per policy (default 50, 200 for Procgen)
     eval_max_frames: int = 108_000  # Atari: cut an evaluation game after this many emulator frames
+    env_backend: Literal["gymnasium", "envpool"] = "gymnasium"  # MLP training envs; envpool: faster, see README
     capture_video: bool = False  # write `video.gif`: a greedy episode of the teacher and the student, side by side
     video_seconds: float = 10.0  # length of each clip of --capture-video, in seconds of env time
 
@@ -189,16 +190,21 @@ def check_mass_options(env_id: str, torso_scale: float, spread: float) -> None:
         raise UsageError(need + f"{env_id} has none; drop them or use Hopper-v5, Walker2d-v5, Ant-v5, ...")
 
 
-def make_mlp_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: float = 0.0) -> gym.vector.VectorEnv:
+def make_mlp_envs(env_id: str, num_envs: int, torso_scale=1.0, spread=0.0, backend="gymnasium") -> gym.vector.VectorEnv:
     """Flat-Box envs in one process (AsyncVectorEnv was never faster on 2 cores)."""
 
     def make_env():
         env = gym.make(env_id)
         return MassRandomization(env, torso_scale, spread) if torso_scale != 1.0 or spread > 0 else env
 
-    same_step = gym.vector.AutoresetMode.SAME_STEP
-    envs = gym.vector.SyncVectorEnv([make_env for _ in range(num_envs)], autoreset_mode=same_step)
-    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    if backend == "envpool":  # ppd_tools/envpool_backend.py, imported only for this feature
+        from ppd_tools.envpool_backend import EnvpoolEnvs
+
+        envs = EnvpoolEnvs(env_id, num_envs)
+    else:
+        same_step = gym.vector.AutoresetMode.SAME_STEP
+        envs = gym.vector.SyncVectorEnv([make_env for _ in range(num_envs)], autoreset_mode=same_step)
+        envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         raise UsageError(f"{env_id} has observation space {obs_space}; the MLP domain needs a flat Box")
@@ -210,9 +216,9 @@ def make_mlp_envs(env_id: str, num_envs: int, torso_scale: float = 1.0, spread: 
 def make_envs(env_id, domain, env_config, num_envs, seed, evaluation=False, procgen_levels=None, max_frames=108_000):
     """Vector env of the domain: reset(seed), step(actions), full-game episode statistics in info['episode']."""
     get = env_config.get
-    if domain == "mlp":  # evaluation: always the unmodified env
+    if domain == "mlp":  # evaluation: always the unmodified env, on gymnasium
         mass = (1.0, 0.0) if evaluation else (get("torso_mass_scale", 1.0), get("mass_randomization", 0.0))
-        return make_mlp_envs(env_id, num_envs, *mass)
+        return make_mlp_envs(env_id, num_envs, *mass, "gymnasium" if evaluation else get("env_backend", "gymnasium"))
     if domain == "atari":
         return make_atari_envs(env_id, num_envs, seed, get("frame_skip", 4), evaluation, max_frames=max_frames)
     start, count = procgen_levels or (get("procgen_start_level", 0), get("procgen_num_levels", 200))
@@ -728,7 +734,7 @@ def human_normalized(game: str, score: float) -> Optional[float]:
 
 # ---- Input checks and run folders
 STRUCTURAL = ("env_id", "teacher", "torso_mass_scale", "mass_randomization", "student_arch", "seed", "num_envs")
-STRUCTURAL += ("num_steps", "kl_direction", "teacher_noise_std", "restart_games_at_checkpoint")
+STRUCTURAL += ("num_steps", "kl_direction", "teacher_noise_std", "restart_games_at_checkpoint", "env_backend")
 
 
 def prepare_run(args: Args, default_name: str):
@@ -785,6 +791,15 @@ def check_args(args: Args) -> tuple:
         check_mass_options(args.env_id, args.torso_mass_scale, args.mass_randomization)
         env_config = {**env_config, "torso_mass_scale": args.torso_mass_scale}
         env_config["mass_randomization"] = args.mass_randomization
+    if args.env_backend == "envpool":  # ppd_tools/envpool_backend.py, imported only for this feature
+        if domain != "mlp":
+            raise UsageError("--env-backend envpool applies to the MLP domain only; drop it")
+        try:
+            from ppd_tools.envpool_backend import envpool_problem
+        except ImportError:
+            raise UsageError("--env-backend envpool needs the repository's ppd_tools/ folder beside this script")
+        if problem := envpool_problem(args.env_id, args.torso_mass_scale, args.mass_randomization):
+            raise UsageError(problem)
     if args.eval_episodes is None:
         args.eval_episodes = 200 if domain == "procgen" else 50
     if args.capture_video:  # films with ppd_tools/video.py, imported only for this feature
@@ -797,7 +812,8 @@ def check_args(args: Args) -> tuple:
     if args.total_timesteps < args.num_envs * args.num_steps:
         rollout = f"({args.num_envs} x {args.num_steps} = {args.num_envs * args.num_steps} steps)"
         raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout {rollout}")
-    envs = make_envs(args.env_id, domain, env_config, args.num_envs, args.seed)
+    training = env_config | {"env_backend": args.env_backend}  # how to step them, not saved with the student
+    envs = make_envs(args.env_id, domain, training, args.num_envs, args.seed)
     check_fits_env(ckpt, args.teacher, envs.single_observation_space.shape, envs.single_action_space)
     name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     return ckpt, domain, env_config, envs, *prepare_run(args, name)
@@ -812,6 +828,7 @@ def main(args: Args) -> dict:
     num_iterations = args.total_timesteps // batch_size
     obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    threads = torch.get_num_threads()  # the update's; the rollout may take fewer (below)
 
     # the teacher is built before seeding, so that the student's initialization matches the other scripts'
     teacher = agent_from_checkpoint(teacher_ckpt)
@@ -897,6 +914,9 @@ def main(args: Args) -> dict:
     iteration = start_iteration - 1
     for iteration in range(start_iteration, num_iterations + 1):
         # ---- rollout: the student acts (Algorithm 2, step 4); rewards are only logged
+        # envpool steps the envs on its own threads, which torch's would compete with for the cores, and a batch
+        # of num_envs states gains nothing from several threads (results/throughput.md: faster, same numbers)
+        torch.set_num_threads(1 if args.env_backend == "envpool" else threads)
         for step in range(args.num_steps):
             global_step += args.num_envs
             obs[step] = next_obs
@@ -911,6 +931,7 @@ def main(args: Args) -> dict:
                 recent_returns = (recent_returns + [float(info["episode"]["r"][i])])[-20:]
                 writer.add_scalar("charts/episodic_return", info["episode"]["r"][i], global_step)
                 writer.add_scalar("charts/episodic_length", info["episode"]["l"][i], global_step)
+        torch.set_num_threads(threads)
 
         # ---- the teacher on the visited states: one forward per rollout, frozen, no gradients
         b_obs = obs.reshape((-1,) + obs_shape)

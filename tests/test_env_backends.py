@@ -1,4 +1,4 @@
-"""Issue 19, `--env-backend envpool` (ppd_mujoco.py, train_teacher.py): envpool's C++ MuJoCo envs behind the
+"""Issue 19, `--env-backend envpool` (ppd_mujoco.py, train_teacher.py, student_distill.py, teacher_distill.py): envpool's C++ MuJoCo envs behind the
 interface of gymnasium's SyncVectorEnv, keeping what the scripts rely on:
 - the same task: a fixed teacher's greedy return agrees on the two backends (HalfCheetah-v5: no terminations, so
   the return measures the dynamics rather than the luck of a fall; Hopper-v5 over 100 episodes each:
@@ -108,11 +108,32 @@ def test_resume_refuses_another_backend(tmp_path):
     assert "--env-backend 'gymnasium' (now 'envpool')" in result.stderr
 
 
+@pytest.mark.parametrize("script", ["student_distill.py", "teacher_distill.py"])
+def test_the_baselines_on_envpool_same_seed_same_run_and_no_change_of_backend_on_resume(tmp_path, script):
+    flags = ["--teacher", "teachers/Hopper-v5.pt", "--num-envs", "4", "--eval-episodes", "2", "--no-cuda"]
+    flags += ["--output-dir", tmp_path, "--total-timesteps", "512"]
+    for name in ("a", "b"):
+        result = run_script(script, *flags, "--env-backend", "envpool", "--run-name", name)
+        assert result.returncode == 0, result.stderr[-2000:]
+    a, b = outcome(tmp_path / "a"), outcome(tmp_path / "b")
+    assert a[0] == b[0] and torch.equal(a[1], b[1])
+    assert a[0]["student"]["episodes"] == 2 and a[0]["global_step"] == 500  # 25 rollouts of 4 envs x 5 steps
+    ckpt = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    assert ckpt["train_state"]["envs"] is None  # envpool's state: out of reach, a resumed run starts new episodes
+    assert "env_backend" not in ckpt["env_config"]  # how the envs were stepped is not part of the student's env
+    os.remove(tmp_path / "a" / "model.pt")
+    result = run_script(script, *flags, "--total-timesteps", "1024", "--run-name", "a", "--resume", tmp_path / "a")
+    assert result.returncode == 2
+    assert "--env-backend 'envpool' (now 'gymnasium')" in result.stderr
+
+
 @pytest.mark.parametrize("script, flags, message", [
     ("train_teacher.py", ["--env-id", "Hopper-v2"], "envpool has no Hopper-v2; use --env-backend gymnasium"),
     ("train_teacher.py", ["--env-id", "Hopper-v5", "--mass-randomization", "0.1"], "cannot change body masses"),
     ("train_teacher.py", ["--env-id", "PongNoFrameskip-v4"], "applies to the MLP domain only"),
     ("ppd_mujoco.py", ["--teacher", "teachers/Hopper-v5.pt", "--torso-mass-scale", "0.5"], "cannot change body masses"),
+    ("student_distill.py", ["--teacher", "teachers/Hopper-v5.pt", "--mass-randomization", "0.1"], "cannot change body"),
+    ("teacher_distill.py", ["--teacher", "teachers/Hopper-v5.pt", "--torso-mass-scale", "0.5"], "cannot change body"),
 ])
 def test_what_envpool_cannot_do_is_a_one_line_error(tmp_path, script, flags, message):
     result = run_script(script, *flags, "--env-backend", "envpool", "--output-dir", tmp_path, "--run-name", "x")

@@ -109,7 +109,7 @@ def test_mass_options_default_to_the_teachers_and_reach_training_envs_only(modul
     assert (config.get("torso_mass_scale", 1.0), config.get("mass_randomization", 0.0)) == (1.0, 0.0)
     teacher["env_config"] = {**teacher["env_config"], "torso_mass_scale": 0.7, "mass_randomization": 0.3}
     torch.save(teacher, tmp_path / "teacher.pt")
-    built = []  # (torso scale, spread) of every vector env made: the training envs first, then the evaluations'
+    built = []  # (torso scale, spread, backend) of every vector env made: the training envs, then the evaluations'
     original = module.make_mlp_envs
 
     def make_mlp_envs(env_id, num_envs, *mass):
@@ -120,7 +120,8 @@ def test_mass_options_default_to_the_teachers_and_reach_training_envs_only(modul
     evaluation = module.main(module.Args(teacher=str(tmp_path / "teacher.pt"), num_envs=2, num_steps=5, total_timesteps=20,
                                          eval_episodes=1, student_arch="smaller", cuda=False, output_dir=str(tmp_path),
                                          run_name="run"))
-    assert built == [(0.7, 0.3), (1.0, 0.0), (1.0, 0.0)]  # training; student and teacher evaluations
+    # training; student and teacher evaluations (these always on gymnasium, as training is by default)
+    assert built == [(0.7, 0.3, "gymnasium"), (1.0, 0.0, "gymnasium"), (1.0, 0.0, "gymnasium")]
     assert evaluation["train_env"] == {"torso_mass_scale": 0.7, "mass_randomization": 0.3}
     assert evaluation["eval_env"] == "Hopper-v5, unmodified"
     assert json.load(open(tmp_path / "run" / "eval.json"))["train_env"] == evaluation["train_env"]
