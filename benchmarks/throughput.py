@@ -2,7 +2,7 @@
 
 Times, for the same number of environment steps and the same vector env settings (18 envs): raw random-action env
 stepping on each backend (gymnasium's SyncVectorEnv, envpool); train_teacher.py (PPO); ppd_mujoco.py (PPD, the
-shipped teacher) on each backend; student_distill.py; the authors' library sb3_distill (its PPD, on SB3's PPO) and
+shipped teacher) on each backend; student_distill.py on each backend; the authors' library sb3_distill (its PPD, on SB3's PPO) and
 Stable-Baselines3's PPO, both with the same hyperparameters (n_steps 64, minibatch 512, 4 epochs, gamma 0.999,
 GAE 0.9, lr 3e-4, separate 256-256 ReLU MLPs, VecNormalize of observations and rewards, as the scripts normalize;
 sb3_distill's teacher is an untrained SB3 PPO of the same size: its weights do not change the work). The measurements
@@ -97,8 +97,9 @@ def measure(name: str, steps: int, out: str, rep: int) -> float:
         "ppd_mujoco_envpool": ("ppd_mujoco.py", ["--teacher", "teachers/Hopper-v5.pt", "--gamma", "0.999",
                                                  "--env-backend", "envpool"]),
         "student_distill": ("student_distill.py", ["--teacher", "teachers/Hopper-v5.pt"]),
+        "student_distill_envpool": ("student_distill.py", ["--teacher", "teachers/Hopper-v5.pt", "--env-backend", "envpool"]),
     }[name]
-    common = COMMON if name != "student_distill" else [f for f in COMMON if f not in ("--num-steps", str(NUM_STEPS), "--minibatch-size", "512")]
+    common = COMMON if not name.startswith("student_distill") else [f for f in COMMON if f not in ("--num-steps", str(NUM_STEPS), "--minibatch-size", "512")]
     run_name = f"{name}-{rep}"
     result = subprocess.run([sys.executable, script, *flags, *common, "--total-timesteps", str(steps), "--output-dir", out,
                              "--run-name", run_name], capture_output=True, text=True, env=env, cwd=REPO)
@@ -124,7 +125,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=46080, help="environment steps per measurement (a multiple of 18 x 64)")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions of each measurement, interleaved")
     parser.add_argument("--only", nargs="*", default=["raw_gymnasium", "raw_envpool", "train_teacher", "ppd_mujoco",
-                                                      "ppd_mujoco_envpool", "student_distill", "sb3_distill_ppd", "sb3_ppo"])
+                                                      "ppd_mujoco_envpool", "student_distill", "student_distill_envpool",
+                                                      "sb3_distill_ppd", "sb3_ppo"])
     args = parser.parse_args()
     sps = {name: [] for name in args.only}
     with tempfile.TemporaryDirectory() as out:
@@ -140,6 +142,9 @@ def main() -> None:
             ratios[f"{name}_over_sb3_distill_ppd"] = summary[name]["median"] / summary["sb3_distill_ppd"]["median"]
     if {"ppd_mujoco_envpool", "ppd_mujoco"} <= sps.keys():
         ratios["ppd_envpool_over_gymnasium"] = summary["ppd_mujoco_envpool"]["median"] / summary["ppd_mujoco"]["median"]
+    if {"student_distill_envpool", "student_distill"} <= sps.keys():
+        ratios["student_distill_envpool_over_gymnasium"] = (summary["student_distill_envpool"]["median"]
+                                                            / summary["student_distill"]["median"])
     if {"raw_envpool", "raw_gymnasium"} <= sps.keys():
         ratios["raw_envpool_over_gymnasium"] = summary["raw_envpool"]["median"] / summary["raw_gymnasium"]["median"]
     if {"ppd_mujoco", "sb3_ppo"} <= sps.keys():
