@@ -10,7 +10,8 @@ Stages (each one a run of the repo's scripts, as a subprocess, in --output-dir):
   sd-larger     student_distill.py --student-arch larger
                 the three students share what is left of the time (their evaluations included); with --student-steps
                 0 (auto) the first runs until its share of the time is spent (at most 2M steps, the paper's budget)
-                and the other two get the environment steps it reached, so all three learn from equal budgets
+                and the other two get the environment steps it reached, so all three learn from equal budgets; that
+                share is its seconds per step among the three's, from the timing pass, so that all three fit
 
 A run is cut by sending SIGTERM: the script finishes its update, writes checkpoint.pt and exits 143, and the
 benchmark then evaluates it with `--resume <run> --total-timesteps <step reached>`. Every stage skips itself
@@ -286,6 +287,16 @@ def stage_model(name: str, args, prof: dict) -> dict:
             "modeled_sps": batch / total}
 
 
+def first_student_share(prof: dict | None, names: list) -> float:
+    """The first student's share of the students' training time when the others get the steps it reaches: the
+    share of its seconds per step among theirs (1 / modeled steps/s of each stage), so all finish together;
+    equal shares without a profile."""
+    if not prof:
+        return 1 / len(names)
+    seconds_per_step = [1 / prof["stages"][name]["modeled_sps"] for name in names]
+    return seconds_per_step[0] / sum(seconds_per_step)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------------
@@ -445,8 +456,8 @@ def main() -> None:
                         help="games in that mean (default 20; 0: no early stop)")
     parser.add_argument("--student-steps", type=int, default=0,
                         help="environment steps of every student; 0 (default): the first student (ppd-larger) runs "
-                             "until its share of the time (at most 2M, the paper's), the others get the steps it "
-                             "reached")
+                             "until its share of the time (at most 2M, the paper's; the share follows the three stages' speeds "
+                             "in the profile), the others get the steps it reached")
     parser.add_argument("--num-envs", type=int, default=max(8, os.cpu_count() or 1),
                         help="parallel envs of every stage (default: the CPU cores, at least 8, here %(default)s; "
                              "the scripts' default, the paper's, is 18)")
@@ -535,7 +546,7 @@ def main() -> None:
         results["profile"] = json.load(open(prof_path))
 
     try:
-        run_stages(args, t_start, budget, end, records, skipped, report, log)
+        run_stages(args, t_start, budget, end, records, skipped, report, log, results.get("profile"))
     except RuntimeError as e:
         report()
         print(f"error: {e}", file=sys.stderr)
@@ -552,7 +563,8 @@ def main() -> None:
         sys.exit(128 + STOP["signal"])
 
 
-def run_stages(args, t_start: float, budget: float, end: float, records: dict, skipped: list, report, log) -> None:
+def run_stages(args, t_start: float, budget: float, end: float, records: dict, skipped: list, report, log,
+               prof: dict | None) -> None:
     # ---- 1. teacher: its share of the time, its evaluation included; early stop once its return is steady
     teacher_dir = os.path.join(args.output_dir, "teacher")
     teacher_deadline = t_start + args.teacher_fraction * budget - args.eval_seconds
@@ -574,8 +586,12 @@ def run_stages(args, t_start: float, budget: float, end: float, records: dict, s
         if not student_steps and i > 0:  # auto: the steps the first student reached
             first = json.load(open(os.path.join(args.output_dir, names[0], "eval.json")))
             student_steps = first["global_step"]
-        share = (end - time.time()) / (len(names) - i)
-        deadline = time.time() + share - 2 * args.eval_seconds
+        if i == 0 and not student_steps:  # auto: its steps become everyone's, so its share follows their speeds
+            left = end - time.time() - len(names) * 2 * args.eval_seconds
+            deadline = time.time() + first_student_share(prof, names) * left
+        else:
+            share = (end - time.time()) / (len(names) - i)
+            deadline = time.time() + share - 2 * args.eval_seconds
         records[name] = run_stage(name, args, teacher_path, student_steps or PAPER_DISTILL_STEPS, deadline, None, log)
         if records[name].get("skipped"):
             skipped.append(name)

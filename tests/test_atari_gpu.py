@@ -28,6 +28,15 @@ def test_steady_rule():
     assert not atari_gpu.steady([21.0] * 40, window=0, threshold=18)  # window 0: no early stop
 
 
+def test_first_student_share():
+    names = ["ppd-larger", "ppd-smaller", "sd-larger"]
+    prof = {"stages": {"ppd-larger": {"modeled_sps": 1000.0}, "ppd-smaller": {"modeled_sps": 4000.0},
+                       "sd-larger": {"modeled_sps": 2000.0}}}
+    share = atari_gpu.first_student_share(prof, names)
+    assert math.isclose(share, 1 / 1.75)  # 1 s of 1 + 0.25 + 0.5 per 1000 steps: all three end together
+    assert math.isclose(atari_gpu.first_student_share(None, names), 1 / 3)  # no profile: equal shares
+
+
 def test_toy_end_to_end_and_rerun():
     shutil.rmtree(os.path.join(REPO, OUT), ignore_errors=True)
     result = run_script("benchmarks/atari_gpu.py", *TOY, timeout=240)
