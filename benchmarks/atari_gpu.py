@@ -456,8 +456,8 @@ def main() -> None:
                         help="games in that mean (default 20; 0: no early stop)")
     parser.add_argument("--student-steps", type=int, default=0,
                         help="environment steps of every student; 0 (default): the first student (ppd-larger) runs "
-                             "until its share of the time (at most 2M, the paper's; the share follows the three stages' speeds "
-                             "in the profile), the others get the steps it reached")
+                             "until its share of the time (at most 2M, the paper's; the share follows the three "
+                             "stages' speeds in the profile), the others get the steps it reached")
     parser.add_argument("--num-envs", type=int, default=max(8, os.cpu_count() or 1),
                         help="parallel envs of every stage (default: the CPU cores, at least 8, here %(default)s; "
                              "the scripts' default, the paper's, is 18)")
