@@ -157,39 +157,33 @@ def check_env_id(env_id: str) -> None:
 
 
 class AtariEnvs:
-    """AtariVectorEnv (SAME_STEP autoreset), plus training episodes that end at a life loss while the game goes on,
-    and full-game episode statistics. When a GAME ends (game over or frame cap) the ALE resets it within the same
-    step: obs[i] is the new game's first frame, info["final_obs"][i] the old game's last (its other rows are stale,
-    so we build our own final_obs). With life_loss_info=False the ALE's terminated means exactly "game over"; we
-    detect a life loss as a drop of info["lives"] (bit for bit the terminated signal of life_loss_info=True, checked
-    on Breakout, MsPacman, Seaquest, Pong). A life loss does not reset the game: final_obs[i] = obs[i] (terminal)."""
+    """ale-py's AtariVectorEnv with the usual preprocessing (84x84 gray, 4-frame stack, noop-30 and FIRE at reset,
+    max-pool over skipped frames, minimal action set, raw rewards); screen=True: the full color frame, for videos.
+    Training: a life loss (a drop of info["lives"]) gives terminated=True while the game goes on, and final_obs[i] =
+    obs[i]; evaluation (eval_mode): terminated at game over only. A game that ends (game over or `max_frames`)
+    restarts in the same step, the ALE's info["final_obs"] holding its last frame. Env i is seeded with seed + i."""
 
     def __init__(self, game, num_envs, seed, frame_skip, sticky, eval_mode, screen=False, max_frames=108_000):
-        from ale_py.vector_env import AtariVectorEnv  # imported here: importing ale-py takes a while
+        from ale_py.vector_env import AtariVectorEnv  # imported here: only the Atari domain needs ale-py
 
-        # max_frames counts emulator frames (400 -> 100 steps at skip 4); screen: the full color frame, for videos
-        size = dict(img_height=210 if screen else 84, img_width=160 if screen else 84, grayscale=not screen)
-        # maxpool: over the last two skipped frames; FIRE after each game reset, not after a life loss; raw rewards
-        opts = dict(maxpool=True, noop_max=30, use_fire_reset=True, episodic_life=False, reward_clipping=False)
-        opts.update(size, stack_num=1 if screen else 4, life_loss_info=False, autoreset_mode="SameStep")
+        size = dict(img_height=210, img_width=160) if screen else dict(img_height=84, img_width=84)
+        opts = dict(grayscale=not screen, stack_num=1 if screen else 4, maxpool=True, noop_max=30, **size)
+        opts.update(use_fire_reset=True, episodic_life=False, life_loss_info=False, reward_clipping=False)
         opts.update(frameskip=frame_skip, repeat_action_probability=sticky, max_num_frames_per_episode=max_frames)
-        self.env = AtariVectorEnv(game, num_envs, full_action_space=False, **opts)
-        self.seed = seed  # used by the first reset() if it gets no seed
-        self.eval_mode = eval_mode
-        self.num_envs = num_envs
-        self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8)
+        opts.update(full_action_space=False, autoreset_mode="SameStep")
+        self.env = AtariVectorEnv(game, num_envs, **opts)
+        self.seed, self.eval_mode, self.num_envs = seed, eval_mode, num_envs  # seed: of a first reset() without one
+        self.single_observation_space = self.env.single_observation_space  # (4, 84, 84) uint8; screen: (1, 210, 160, 3)
         self.single_action_space = self.env.single_action_space  # Discrete(minimal action set)
         self.lives = np.zeros(num_envs, dtype=np.int32)
-        self.ep_return = np.zeros(num_envs, dtype=np.float64)
-        self.ep_length = np.zeros(num_envs, dtype=np.int64)
+        self.ep_return, self.ep_length = np.zeros(num_envs, dtype=np.float64), np.zeros(num_envs, dtype=np.int64)
 
     def reset(self, seed: int | None = None):
         if seed is None:
             seed, self.seed = self.seed, None
         obs, info = self.env.reset(seed=seed)  # env i is seeded with seed + i (None: random)
         self.lives = info["lives"].copy()
-        self.ep_return[:] = 0.0
-        self.ep_length[:] = 0
+        self.ep_return[:], self.ep_length[:] = 0.0, 0
         return obs, {"lives": info["lives"]}
 
     def step(self, actions):
@@ -203,14 +197,11 @@ class AtariEnvs:
         final_obs = obs.copy()
         if game_end.any():  # the ALE adds "final_obs" only then
             final_obs[game_end] = ale_info["final_obs"][game_end]
-        # full-game statistics (all lives), raw score, length in agent steps
-        self.ep_return += reward
+        self.ep_return += reward  # full-game statistics (all lives): raw score, length in agent steps
         self.ep_length += 1
-        episode = {"r": self.ep_return.copy(), "l": self.ep_length.copy()}
-        info = {"lives": lives, "final_obs": final_obs, "_final_obs": terminated | truncated, "episode": episode}
-        info["_episode"] = game_end
-        self.ep_return[game_end] = 0.0
-        self.ep_length[game_end] = 0
+        info = {"lives": lives, "final_obs": final_obs, "_final_obs": terminated | truncated}
+        info.update(episode={"r": self.ep_return.copy(), "l": self.ep_length.copy()}, _episode=game_end)
+        self.ep_return[game_end], self.ep_length[game_end] = 0.0, 0
         return obs, reward, terminated, truncated, info
 
     def close(self):

@@ -156,27 +156,21 @@ def check_env_id(env_id: str) -> None:
 
 
 class ProcgenVecEnv:
-    """Gymnasium-style vector adapter around procgen.ProcgenGym3Env (gym3 act/observe API).
+    """Gymnasium-style vector adapter of ProcgenGym3Env: after act(a_t), observe() gives (r_t, o_{t+1}, first)."""
 
-    After act(a_t), observe() gives (r_t, o_{t+1}, first): first[i] means env i's episode ended at this step and
-    o_{t+1} starts the next (same-step autoreset). Every episode end (the game's timeout too) counts as terminated;
-    truncated is always False. Seeded only at construction (rand_seed): reset() returns the current frames.
-    """
-
-    def __init__(self, env_name, num_envs: int, seed: int, num_levels=200, start_level=0, distribution_mode="easy"):
+    def __init__(self, env_name, num_envs, seed, num_levels=200, start_level=0, distribution_mode="easy"):
         from procgen import ProcgenGym3Env  # lazy: importing procgen imports the old `gym` (prints a notice)
 
         levels = dict(num_levels=num_levels, start_level=start_level, distribution_mode=distribution_mode)
-        self.env = ProcgenGym3Env(num=num_envs, env_name=env_name, **levels, rand_seed=seed)
+        self.env = ProcgenGym3Env(num=num_envs, env_name=env_name, rand_seed=seed, **levels)
         self.num_envs = num_envs
         self.single_observation_space = gym.spaces.Box(0, 255, (3, 64, 64), np.uint8)
         self.single_action_space = gym.spaces.Discrete(self.env.ac_space.eltype.n)  # 15
-        self.ep_return = np.zeros(num_envs, dtype=np.float64)
-        self.ep_length = np.zeros(num_envs, dtype=np.int64)
+        self.ep_return, self.ep_length = np.zeros(num_envs, dtype=np.float64), np.zeros(num_envs, dtype=np.int64)
 
     @staticmethod
-    def _to_chw(ob):
-        return np.ascontiguousarray(ob["rgb"].transpose(0, 3, 1, 2))  # [N,64,64,3] -> [N,3,64,64] uint8
+    def _to_chw(ob):  # [N,64,64,3] -> [N,3,64,64] uint8
+        return np.ascontiguousarray(ob["rgb"].transpose(0, 3, 1, 2))
 
     def reset(self, seed: int | None = None):
         _, ob, _ = self.env.observe()  # `seed` is ignored: seeded at construction
@@ -185,27 +179,20 @@ class ProcgenVecEnv:
     def step(self, actions):
         self.env.act(np.asarray(actions))  # cast to int32 inside
         reward, ob, first = self.env.observe()
-        obs = self._to_chw(ob)
         self.ep_return += reward
         self.ep_length += 1
         no = np.zeros(self.num_envs, dtype=bool)
-        info = {"final_obs": obs, "_final_obs": no}  # gym3 keeps no final frame; never needed (no truncation)
-        info.update(episode={"r": self.ep_return.copy(), "l": self.ep_length.copy()}, _episode=first.copy())
-        self.ep_return[first] = 0.0
-        self.ep_length[first] = 0
-        return obs, reward.astype(np.float32), first.copy(), no.copy(), info
-
-    def level_seeds(self) -> np.ndarray:
-        """Current level seed of each env; only when needed: building the info list on every step halves the speed."""
-        return np.array([d["level_seed"] for d in self.env.get_info()], dtype=np.int64)
+        info = {"episode": {"r": self.ep_return.copy(), "l": self.ep_length.copy()}, "_episode": first.copy()}
+        self.ep_return[first], self.ep_length[first] = 0.0, 0
+        return self._to_chw(ob), reward.astype(np.float32), first.copy(), no, info
 
     def get_state(self, raw_obs: np.ndarray) -> dict:
-        """What a resumed run needs to take the very same steps: procgen's own state of each env (game, level, level
-        RNG), the episode counters and the last observations; tensors only (torch.load with weights_only=True)."""
-        procgen = [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()]
-        returns, lengths = torch.from_numpy(self.ep_return.copy()), torch.from_numpy(self.ep_length.copy())
-        state = {"procgen": procgen, "episode_returns": returns, "episode_lengths": lengths}
-        return state | {"raw_obs": torch.from_numpy(raw_obs.copy())}
+        """Each env's procgen state, the episode counters and the last observations, as tensors (weights_only)."""
+        saved = {"procgen": [torch.from_numpy(np.frombuffer(s, dtype=np.uint8).copy()) for s in self.env.get_state()]}
+        saved["episode_returns"] = torch.from_numpy(self.ep_return.copy())
+        saved["episode_lengths"] = torch.from_numpy(self.ep_length.copy())
+        saved["raw_obs"] = torch.from_numpy(raw_obs.copy())
+        return saved
 
     def set_state(self, saved: dict) -> np.ndarray:
         """The inverse of get_state, on an env built with the run's flags and seed; returns the last observations."""

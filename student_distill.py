@@ -286,23 +286,22 @@ def set_env_state(envs, saved: dict) -> np.ndarray:
 
 
 class AtariEnvs:
-    """AtariVectorEnv (a game that ends is reset within the step), plus life-loss episode ends and full-game stats."""
+    """ale-py's AtariVectorEnv with the usual preprocessing (84x84 gray, 4-frame stack, noop-30 and FIRE at reset,
+    max-pool over skipped frames, minimal action set, raw rewards); screen=True: the full color frame, for videos.
+    Training: a life loss (a drop of info["lives"]) gives terminated=True while the game goes on, and final_obs[i] =
+    obs[i]; evaluation (eval_mode): terminated at game over only. A game that ends (game over or `max_frames`)
+    restarts in the same step, the ALE's info["final_obs"] holding its last frame. Env i is seeded with seed + i."""
 
-    def __init__(
-        self, game, num_envs, seed, frame_skip, repeat_action_probability, eval_mode, screen=False, max_frames=108_000
-    ):
+    def __init__(self, game, num_envs, seed, frame_skip, sticky, eval_mode, screen=False, max_frames=108_000):
         from ale_py.vector_env import AtariVectorEnv  # imported here: only the Atari domain needs ale-py
 
-        # screen: the full color frame, for videos; max_frames counts emulator frames; maxpool: over the last 2 frames
         size = dict(img_height=210, img_width=160) if screen else dict(img_height=84, img_width=84)
         opts = dict(grayscale=not screen, stack_num=1 if screen else 4, maxpool=True, noop_max=30, **size)
-        # FIRE after each game reset, not after a life loss; episodic_life would restart the game at every lost life
         opts.update(use_fire_reset=True, episodic_life=False, life_loss_info=False, reward_clipping=False)
-        opts.update(full_action_space=False, max_num_frames_per_episode=max_frames, autoreset_mode="SameStep")
-        p = repeat_action_probability
-        self.env = AtariVectorEnv(game, num_envs, frameskip=frame_skip, repeat_action_probability=p, **opts)
-        self.seed = seed  # used by the first reset() if it gets no seed
-        self.eval_mode, self.num_envs = eval_mode, num_envs
+        opts.update(frameskip=frame_skip, repeat_action_probability=sticky, max_num_frames_per_episode=max_frames)
+        opts.update(full_action_space=False, autoreset_mode="SameStep")
+        self.env = AtariVectorEnv(game, num_envs, **opts)
+        self.seed, self.eval_mode, self.num_envs = seed, eval_mode, num_envs  # seed: of a first reset() without one
         self.single_observation_space = self.env.single_observation_space  # (4, 84, 84) uint8; screen: (1, 210, 160, 3)
         self.single_action_space = self.env.single_action_space  # Discrete(minimal action set)
         self.lives = np.zeros(num_envs, dtype=np.int32)
@@ -321,13 +320,16 @@ class AtariEnvs:
         reward = reward.astype(np.float32)  # ALE gives int32
         game_end = game_over | truncated  # these envs were reset by the ALE within this step
         lives = ale_info["lives"]
-        life_loss = (lives < self.lives) & ~game_end  # the game goes on (life_loss_info=False: terminated = game over)
+        life_loss = (lives < self.lives) & ~game_end
         self.lives = lives.copy()
         terminated = game_over if self.eval_mode else game_over | life_loss
-        self.ep_return += reward  # full-game statistics (all lives), raw score, length in agent steps
+        final_obs = obs.copy()
+        if game_end.any():  # the ALE adds "final_obs" only then
+            final_obs[game_end] = ale_info["final_obs"][game_end]
+        self.ep_return += reward  # full-game statistics (all lives): raw score, length in agent steps
         self.ep_length += 1
-        stats = {"r": self.ep_return.copy(), "l": self.ep_length.copy()}
-        info = {"lives": lives, "episode": stats, "_episode": game_end}
+        info = {"lives": lives, "final_obs": final_obs, "_final_obs": terminated | truncated}
+        info.update(episode={"r": self.ep_return.copy(), "l": self.ep_length.copy()}, _episode=game_end)
         self.ep_return[game_end], self.ep_length[game_end] = 0.0, 0
         return obs, reward, terminated, truncated, info
 

@@ -245,7 +245,7 @@ def make_mlp_envs(env_id: str, num_envs: int, torso_scale=1.0, spread=0.0, backe
         envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise UsageError(f"{env_id} has observation space {obs_space}; the MLP scripts need a flat Box")
+        raise UsageError(f"{env_id} has observation space {obs_space}; the MLP domain needs a flat Box")
     if not isinstance(act_space, (gym.spaces.Box, gym.spaces.Discrete)):
         raise UsageError(f"{env_id} has action space {act_space}; only Box and Discrete are supported")
     return envs
@@ -258,29 +258,29 @@ def make_envs(args: Args, domain: str, num_envs: int, seed: int, evaluation: boo
         return make_mlp_envs(args.env_id, num_envs, args.torso_mass_scale, args.mass_randomization, args.env_backend)
     if domain == "atari":
         max_frames = args.eval_max_frames if evaluation else 108_000
-        return make_atari_envs(args.env_id, num_envs, seed, args.frame_skip, evaluation, max_frames)
+        return make_atari_envs(args.env_id, num_envs, seed, args.frame_skip, evaluation, max_frames=max_frames)
     start, count = procgen_levels or (args.procgen_start_level, args.procgen_num_levels)
     return ProcgenVecEnv(args.env_id.split(":", 1)[1], num_envs, seed, count, start, args.procgen_distribution_mode)
 
 
 class AtariEnvs:
     """ale-py's AtariVectorEnv with the usual preprocessing (84x84 gray, 4-frame stack, noop-30 and FIRE at reset,
-    max-pool over skipped frames, minimal action set, raw rewards), sticky actions 0.25 for ALE/...-v5 ids.
+    max-pool over skipped frames, minimal action set, raw rewards); screen=True: the full color frame, for videos.
     Training: a life loss (a drop of info["lives"]) gives terminated=True while the game goes on, and final_obs[i] =
     obs[i]; evaluation (eval_mode): terminated at game over only. A game that ends (game over or `max_frames`)
     restarts in the same step, the ALE's info["final_obs"] holding its last frame. Env i is seeded with seed + i."""
 
-    def __init__(self, env_id: str, num_envs: int, seed: int, frame_skip=4, eval_mode=False, max_frames=108_000):
+    def __init__(self, game, num_envs, seed, frame_skip, sticky, eval_mode, screen=False, max_frames=108_000):
         from ale_py.vector_env import AtariVectorEnv  # imported here: only the Atari domain needs ale-py
 
-        sticky = 0.25 if env_id.endswith("-v5") else 0.0
-        opts = dict(img_height=84, img_width=84, grayscale=True, stack_num=4, maxpool=True, noop_max=30)
+        size = dict(img_height=210, img_width=160) if screen else dict(img_height=84, img_width=84)
+        opts = dict(grayscale=not screen, stack_num=1 if screen else 4, maxpool=True, noop_max=30, **size)
         opts.update(use_fire_reset=True, episodic_life=False, life_loss_info=False, reward_clipping=False)
         opts.update(frameskip=frame_skip, repeat_action_probability=sticky, max_num_frames_per_episode=max_frames)
         opts.update(full_action_space=False, autoreset_mode="SameStep")
-        self.env = AtariVectorEnv(atari_game(env_id), num_envs, **opts)
+        self.env = AtariVectorEnv(game, num_envs, **opts)
         self.seed, self.eval_mode, self.num_envs = seed, eval_mode, num_envs  # seed: of a first reset() without one
-        self.single_observation_space = self.env.single_observation_space  # Box(0, 255, (4, 84, 84), uint8)
+        self.single_observation_space = self.env.single_observation_space  # (4, 84, 84) uint8; screen: (1, 210, 160, 3)
         self.single_action_space = self.env.single_action_space  # Discrete(minimal action set)
         self.lives = np.zeros(num_envs, dtype=np.int32)
         self.ep_return, self.ep_length = np.zeros(num_envs, dtype=np.float64), np.zeros(num_envs, dtype=np.int64)
@@ -315,7 +315,10 @@ class AtariEnvs:
         self.env.close()
 
 
-make_atari_envs = AtariEnvs  # (env_id, num_envs, seed, frame_skip, eval_mode, max_frames), the name others import
+def make_atari_envs(env_id, num_envs, seed, frame_skip=4, eval_mode=False, screen=False, max_frames=108_000):
+    """The usual DQN/PPO preprocessing; eval_mode: full games; sticky actions for 'ALE/...-v5' ids; screen: videos."""
+    sticky = 0.25 if env_id.endswith("-v5") else 0.0
+    return AtariEnvs(atari_game(env_id), num_envs, seed, frame_skip, sticky, eval_mode, screen, max_frames)
 
 
 class ProcgenVecEnv:
@@ -430,28 +433,32 @@ def set_env_state(envs, saved: dict) -> np.ndarray:
 
 
 class RunningMeanStd:
-    """Running mean and variance (parallel algorithm of Chan et al.), as in SB3's VecNormalize."""
+    """Running mean and variance (Chan et al.) as SB3's VecNormalize, whose clip and epsilon a loaded state may set."""
 
     def __init__(self, shape=()):
         self.mean, self.var, self.count = np.zeros(shape, np.float64), np.ones(shape, np.float64), 1e-4
+        self.clip, self.epsilon = 10.0, 1e-8
 
     def update(self, x: np.ndarray) -> None:
         batch_mean, batch_var, batch_count = x.mean(0), x.var(0), x.shape[0]
         delta, total = batch_mean - self.mean, self.count + batch_count
         self.mean = self.mean + delta * batch_count / total
         m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
-        self.var = m2 / total
-        self.count = total
+        self.var, self.count = m2 / total, total
 
-    def normalize(self, x: np.ndarray, clip: float = 10.0) -> np.ndarray:
-        return np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -clip, clip).astype(np.float32)
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        return np.clip((x - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip).astype(np.float32)
 
     def state_dict(self) -> dict:
-        return {"mean": torch.tensor(self.mean), "var": torch.tensor(self.var), "count": float(self.count)}
+        state = {"mean": torch.tensor(self.mean), "var": torch.tensor(self.var), "count": float(self.count)}
+        if (self.clip, self.epsilon) != (10.0, 1e-8):  # only then: scripts without these keys assume the defaults
+            state.update(clip=float(self.clip), epsilon=float(self.epsilon))
+        return state
 
     def load_state_dict(self, state: dict) -> "RunningMeanStd":
         self.mean, self.var = state["mean"].numpy().astype(np.float64), state["var"].numpy().astype(np.float64)
         self.count = state["count"]
+        self.clip, self.epsilon = state.get("clip", 10.0), state.get("epsilon", 1e-8)
         return self
 
 
