@@ -5,6 +5,7 @@ that does the same job in several scripts."""
 import ast
 import functools
 import os
+import re
 import subprocess
 import sys
 
@@ -62,6 +63,34 @@ SAME_TEXT = [
 ]
 
 
+# the same job in some scripts and another in the rest (an MLP Actor and a pixel one; the baselines' RunningMeanStd,
+# frozen): one text within each group. A function that PPD adds carries `# PPD` in a PPD script and not in a
+# baseline, so the tags are left out of this comparison.
+MLP = ["train_teacher.py", "ppd_mujoco.py", "student_distill.py", "teacher_distill.py"]
+PIXEL_PPD = ["ppd_atari.py", "ppd_procgen.py"]
+PPD = ["ppd_mujoco.py"] + PIXEL_PPD
+BASELINES = ["student_distill.py", "teacher_distill.py"]
+SAME_TEXT_WITHIN = {
+    "Actor": [MLP, PIXEL_PPD],
+    "AtariEnvs": [["train_teacher.py", "ppd_atari.py"] + BASELINES],
+    "ProcgenVecEnv": [["train_teacher.py", "ppd_procgen.py"] + BASELINES],
+    "RunningMeanStd": [["train_teacher.py", "ppd_mujoco.py"], PIXEL_PPD, BASELINES],
+    "add_teacher_noise": [PPD + BASELINES],
+    "agent_from_checkpoint": [["train_teacher.py"] + BASELINES, PPD],
+    "check_env_id": [["train_teacher.py"] + BASELINES],
+    "dist_params": [["ppd_mujoco.py"] + BASELINES],
+    "env_state": [["train_teacher.py"] + BASELINES],
+    "greedy_action": [MLP],
+    "kl_divergence": [["ppd_mujoco.py"] + BASELINES, PIXEL_PPD],
+    "make_mlp_envs": [["train_teacher.py"] + BASELINES],
+    "mlp": [["ppd_mujoco.py"] + BASELINES],
+    "prepare_run": [["train_teacher.py"] + BASELINES, PPD],
+    "refuse_foreign_teachers": [PPD + BASELINES],
+    "set_env_state": [["train_teacher.py"] + BASELINES],
+    "space_from_dict": [MLP, PIXEL_PPD],
+}
+
+
 @functools.cache
 def definitions(script: str) -> dict:
     with open(os.path.join(REPO, script)) as f:
@@ -76,3 +105,11 @@ def test_copies_of_a_shared_function_are_the_same_text(name):
     first = next(iter(copies))
     drifted = [script for script, text in copies.items() if text != copies[first]]
     assert not drifted, f"{name} in {drifted} differs from {first}'s copy"
+
+
+@pytest.mark.parametrize("name", sorted(SAME_TEXT_WITHIN))
+def test_copies_within_a_group_are_the_same_text_but_for_the_ppd_tags(name):
+    for group in SAME_TEXT_WITHIN[name]:
+        copies = {script: re.sub(r"\s*# PPD$", "", definitions(script)[name], flags=re.M) for script in group}
+        drifted = [script for script, text in copies.items() if text != copies[group[0]]]
+        assert not drifted, f"{name} in {drifted} differs from {group[0]}'s copy"
