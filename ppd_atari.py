@@ -39,6 +39,7 @@ torch.distributions.Distribution.set_default_validate_args(False)
 
 DEFAULT_TEACHER = "teachers/PongNoFrameskip-v4.pt"  # PPD
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
+DOMAINS = ("atari",)  # of the checkpoints this script reads (load_checkpoint)
 
 
 @dataclass
@@ -433,39 +434,37 @@ def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, act
         model = os.path.join(path, "model.pt")
         path = model if os.path.exists(model) else os.path.join(path, "checkpoint.pt")
     if not os.path.isfile(path):
-        train = f"`python train_teacher.py --env-id {env_id or 'PongNoFrameskip-v4'}`"
-        fix = f"train a teacher with train_teacher.py (e.g. {train}) and pass its model.pt with --teacher"
-        raise UsageError(f"checkpoint '{path}' does not exist; {fix}")
+        example = {"mlp": "Hopper-v5", "atari": "PongNoFrameskip-v4", "procgen": "procgen:coinrun"}[DOMAINS[0]]
+        train = f"`python train_teacher.py --env-id {env_id or example}`"
+        raise UsageError(f"checkpoint '{path}' does not exist; train one with {train} and pass its model.pt")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, ...
         why = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
-        fix = "it is truncated or not a checkpoint, train or copy it again"
-        raise UsageError(f"cannot read checkpoint '{path}' ({why}); {fix}")
+        hint = "it is truncated or not a checkpoint, train or copy it again"
+        raise UsageError(f"cannot read checkpoint '{path}' ({why}); {hint}")
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
-        fix = "pass a model.pt written by train_teacher.py"
-        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); {fix}")
+        hint = "pass a model.pt written by train_teacher.py"
+        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); {hint}")
     if ckpt["format_version"] != FORMAT_VERSION:
-        what = f"has checkpoint format version {ckpt['format_version']}, these scripts read version {FORMAT_VERSION}"
-        raise UsageError(f"'{path}' {what}; re-save it with the matching version of the scripts")
-    if ckpt["domain"] != "atari":
-        script = {"mlp": "ppd_mujoco.py", "procgen": "ppd_procgen.py"}.get(ckpt["domain"], "another script")
-        what = f"a model of the {ckpt['domain']} domain ({ckpt['env_id']})"
-        raise UsageError(f"checkpoint '{path}' is {what}; use {script} for it")
-    return check_checkpoint(ckpt, path, env_id, obs_shape, action_space)
-
-
-def check_checkpoint(ckpt: dict, path: str, env_id: Optional[str] = None, obs_shape=None, action_space=None) -> dict:
-    fix = "use a checkpoint trained on this env"
+        version = f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read version"
+        raise UsageError(f"{version} {FORMAT_VERSION}; re-save it with the matching version of the scripts")
+    if ckpt["domain"] not in DOMAINS:
+        model = f"a model of the {ckpt['domain']} domain ({ckpt['env_id']})"
+        raise UsageError(f"checkpoint '{path}' is {model}; use ppd_{ckpt['domain'].replace('mlp', 'mujoco')}.py for it")
     if env_id is not None and ckpt["env_id"] != env_id:
-        fix = f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}"
-        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; {fix}")
+        hint = f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}"
+        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; {hint}")
+    hint = "use a checkpoint trained on this env"
     if obs_shape is not None and tuple(ckpt["obs_shape"]) != tuple(obs_shape):
-        what = f"expects observations of shape {tuple(ckpt['obs_shape'])}, the env gives {tuple(obs_shape)}"
-        raise UsageError(f"checkpoint '{path}' {what}; {fix}")
+        found = f"checkpoint '{path}' expects observations of shape {tuple(ckpt['obs_shape'])}"
+        raise UsageError(f"{found}, the env gives {tuple(obs_shape)}; {hint}")
     if action_space is not None and ckpt["action_space"] != space_dict(action_space):
-        what = f"has action space {ckpt['action_space']}, the env has {space_dict(action_space)}"
-        raise UsageError(f"checkpoint '{path}' {what}; {fix}")
+        found = f"checkpoint '{path}' has action space {ckpt['action_space']}"
+        raise UsageError(f"{found}, the env has {space_dict(action_space)}; {hint}")
+    if ckpt["domain"] == "mlp" and ckpt.get("obs_rms") is None:
+        hint = "without them the policy is useless"
+        raise UsageError(f"checkpoint '{path}' has no observation normalization statistics; {hint}")
     return ckpt
 
 
@@ -628,8 +627,8 @@ def main(args: Args) -> dict:
         num_minibatches, minibatch_size = minibatch_split(batch_size, args.minibatch_size)
         envs = make_envs(args.env_id, args.num_envs, args.seed, env_config["frame_skip"])
         obs_shape, action_space = envs.single_observation_space.shape, envs.single_action_space
-        for path, ckpt in zip(args.teacher, teacher_ckpts):  # PPD
-            check_checkpoint(ckpt, path, args.env_id, obs_shape, action_space)  # PPD
+        for path in args.teacher:  # PPD
+            load_checkpoint(path, args.env_id, obs_shape, action_space)  # PPD
         default_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         run_dir, resume_state = prepare_run(args, default_name)
     except UsageError as e:

@@ -40,6 +40,7 @@ torch.distributions.Distribution.set_default_validate_args(False)
 
 DEFAULT_TEACHER = "teachers/procgen-coinrun.pt"  # PPD
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
+DOMAINS = ("procgen",)  # of the checkpoints this script reads (load_checkpoint)
 # plain PPO's env when the flags leave it out (PPD: the teacher's)
 ENV_DEFAULTS = {"procgen_num_levels": 200, "procgen_start_level": 0, "procgen_distribution_mode": "easy"}
 
@@ -423,34 +424,37 @@ def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, act
         model = os.path.join(path, "model.pt")
         path = model if os.path.exists(model) else os.path.join(path, "checkpoint.pt")
     if not os.path.isfile(path):
-        train = f"(e.g. `python train_teacher.py --env-id {env_id or 'procgen:coinrun'}`)"
-        why = f"does not exist; train a teacher with train_teacher.py {train} and pass its model.pt with --teacher"
-        raise UsageError(f"checkpoint '{path}' {why}")
+        example = {"mlp": "Hopper-v5", "atari": "PongNoFrameskip-v4", "procgen": "procgen:coinrun"}[DOMAINS[0]]
+        train = f"`python train_teacher.py --env-id {env_id or example}`"
+        raise UsageError(f"checkpoint '{path}' does not exist; train one with {train} and pass its model.pt")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, ...
-        why = f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"
-        why += "; it is truncated or not a checkpoint, train or copy it again"
-        raise UsageError(f"cannot read checkpoint '{path}' {why}")
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        hint = "it is truncated or not a checkpoint, train or copy it again"
+        raise UsageError(f"cannot read checkpoint '{path}' ({why}); {hint}")
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
-        why = "is not a checkpoint of these scripts (no format_version); pass a model.pt written by train_teacher.py"
-        raise UsageError(f"'{path}' {why}")
+        hint = "pass a model.pt written by train_teacher.py"
+        raise UsageError(f"'{path}' is not a checkpoint of these scripts (no format_version); {hint}")
     if ckpt["format_version"] != FORMAT_VERSION:
-        why = f"has checkpoint format version {ckpt['format_version']}, these scripts read version {FORMAT_VERSION}"
-        raise UsageError(f"'{path}' {why}; re-save it with the matching version of the scripts")
-    if ckpt["domain"] != "procgen":
-        script = {"mlp": "ppd_mujoco.py", "atari": "ppd_atari.py"}.get(ckpt["domain"], "another script")
-        why = f"is a model of the {ckpt['domain']} domain ({ckpt['env_id']}); use {script} for it"
-        raise UsageError(f"checkpoint '{path}' {why}")
+        version = f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read version"
+        raise UsageError(f"{version} {FORMAT_VERSION}; re-save it with the matching version of the scripts")
+    if ckpt["domain"] not in DOMAINS:
+        model = f"a model of the {ckpt['domain']} domain ({ckpt['env_id']})"
+        raise UsageError(f"checkpoint '{path}' is {model}; use ppd_{ckpt['domain'].replace('mlp', 'mujoco')}.py for it")
     if env_id is not None and ckpt["env_id"] != env_id:
-        why = f"was trained on {ckpt['env_id']}, not {env_id}; pass --env-id {ckpt['env_id']}"
-        raise UsageError(f"checkpoint '{path}' {why} or a checkpoint for {env_id}")
+        hint = f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}"
+        raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; {hint}")
+    hint = "use a checkpoint trained on this env"
     if obs_shape is not None and tuple(ckpt["obs_shape"]) != tuple(obs_shape):
-        why = f"expects observations of shape {tuple(ckpt['obs_shape'])}, the env gives {tuple(obs_shape)}"
-        raise UsageError(f"checkpoint '{path}' {why}; use a checkpoint trained on this env")
+        found = f"checkpoint '{path}' expects observations of shape {tuple(ckpt['obs_shape'])}"
+        raise UsageError(f"{found}, the env gives {tuple(obs_shape)}; {hint}")
     if action_space is not None and ckpt["action_space"] != space_dict(action_space):
-        why = f"has action space {ckpt['action_space']}, the env has {space_dict(action_space)}"
-        raise UsageError(f"checkpoint '{path}' {why}; use a checkpoint trained on this env")
+        found = f"checkpoint '{path}' has action space {ckpt['action_space']}"
+        raise UsageError(f"{found}, the env has {space_dict(action_space)}; {hint}")
+    if ckpt["domain"] == "mlp" and ckpt.get("obs_rms") is None:
+        hint = "without them the policy is useless"
+        raise UsageError(f"checkpoint '{path}' has no observation normalization statistics; {hint}")
     return ckpt
 
 

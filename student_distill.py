@@ -35,6 +35,7 @@ from tqdm import tqdm
 torch.distributions.Distribution.set_default_validate_args(False)
 
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
+DOMAINS = ("mlp", "atari", "procgen")  # of the checkpoints this script reads (load_checkpoint)
 
 # (random, human) per ROM: Badia et al. (2020, Agent57), the paper's 11 games (= DeepMind's DQN Zoo atari_data.py)
 HUMAN_RANDOM_SCORES = {"pong": (-20.7, 14.6), "freeway": (0.0, 29.6), "ms_pacman": (307.3, 6951.6)}
@@ -617,13 +618,15 @@ def model_dict(agent, domain, args, obs_shape, action_space, obs_rms, env_config
     return ckpt
 
 
-def load_checkpoint(path: str, env_id: Optional[str] = None) -> dict:
+def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, action_space=None) -> dict:
     """Read a checkpoint and check it against the env; raise UsageError with a one-line reason otherwise."""
     if os.path.isdir(path):
         model = os.path.join(path, "model.pt")
         path = model if os.path.exists(model) else os.path.join(path, "checkpoint.pt")
     if not os.path.isfile(path):
-        raise UsageError(f"checkpoint '{path}' does not exist; pass the model.pt written by train_teacher.py")
+        example = {"mlp": "Hopper-v5", "atari": "PongNoFrameskip-v4", "procgen": "procgen:coinrun"}[DOMAINS[0]]
+        train = f"`python train_teacher.py --env-id {env_id or example}`"
+        raise UsageError(f"checkpoint '{path}' does not exist; train one with {train} and pass its model.pt")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, ...
@@ -636,9 +639,19 @@ def load_checkpoint(path: str, env_id: Optional[str] = None) -> dict:
     if ckpt["format_version"] != FORMAT_VERSION:
         version = f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read version"
         raise UsageError(f"{version} {FORMAT_VERSION}; re-save it with the matching version of the scripts")
+    if ckpt["domain"] not in DOMAINS:
+        model = f"a model of the {ckpt['domain']} domain ({ckpt['env_id']})"
+        raise UsageError(f"checkpoint '{path}' is {model}; use ppd_{ckpt['domain'].replace('mlp', 'mujoco')}.py for it")
     if env_id is not None and ckpt["env_id"] != env_id:
         hint = f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}"
         raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; {hint}")
+    hint = "use a checkpoint trained on this env"
+    if obs_shape is not None and tuple(ckpt["obs_shape"]) != tuple(obs_shape):
+        found = f"checkpoint '{path}' expects observations of shape {tuple(ckpt['obs_shape'])}"
+        raise UsageError(f"{found}, the env gives {tuple(obs_shape)}; {hint}")
+    if action_space is not None and ckpt["action_space"] != space_dict(action_space):
+        found = f"checkpoint '{path}' has action space {ckpt['action_space']}"
+        raise UsageError(f"{found}, the env has {space_dict(action_space)}; {hint}")
     if ckpt["domain"] == "mlp" and ckpt.get("obs_rms") is None:
         hint = "without them the policy is useless"
         raise UsageError(f"checkpoint '{path}' has no observation normalization statistics; {hint}")

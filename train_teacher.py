@@ -33,6 +33,7 @@ from tqdm import tqdm
 torch.distributions.Distribution.set_default_validate_args(False)
 
 FORMAT_VERSION = 1  # of the checkpoint dict; bump when its keys change
+DOMAINS = ("mlp", "atari", "procgen")  # of the checkpoints this script reads (load_checkpoint)
 
 
 @dataclass
@@ -621,7 +622,9 @@ def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, act
         model = os.path.join(path, "model.pt")
         path = model if os.path.exists(model) else os.path.join(path, "checkpoint.pt")
     if not os.path.isfile(path):
-        raise UsageError(f"checkpoint '{path}' does not exist; pass the model.pt written by train_teacher.py")
+        example = {"mlp": "Hopper-v5", "atari": "PongNoFrameskip-v4", "procgen": "procgen:coinrun"}[DOMAINS[0]]
+        train = f"`python train_teacher.py --env-id {env_id or example}`"
+        raise UsageError(f"checkpoint '{path}' does not exist; train one with {train} and pass its model.pt")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, ...
@@ -634,6 +637,9 @@ def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, act
     if ckpt["format_version"] != FORMAT_VERSION:
         version = f"'{path}' has checkpoint format version {ckpt['format_version']}, these scripts read version"
         raise UsageError(f"{version} {FORMAT_VERSION}; re-save it with the matching version of the scripts")
+    if ckpt["domain"] not in DOMAINS:
+        model = f"a model of the {ckpt['domain']} domain ({ckpt['env_id']})"
+        raise UsageError(f"checkpoint '{path}' is {model}; use ppd_{ckpt['domain'].replace('mlp', 'mujoco')}.py for it")
     if env_id is not None and ckpt["env_id"] != env_id:
         hint = f"pass --env-id {ckpt['env_id']} or a checkpoint for {env_id}"
         raise UsageError(f"checkpoint '{path}' was trained on {ckpt['env_id']}, not {env_id}; {hint}")
@@ -644,6 +650,9 @@ def load_checkpoint(path: str, env_id: Optional[str] = None, obs_shape=None, act
     if action_space is not None and ckpt["action_space"] != space_dict(action_space):
         found = f"checkpoint '{path}' has action space {ckpt['action_space']}"
         raise UsageError(f"{found}, the env has {space_dict(action_space)}; {hint}")
+    if ckpt["domain"] == "mlp" and ckpt.get("obs_rms") is None:
+        hint = "without them the policy is useless"
+        raise UsageError(f"checkpoint '{path}' has no observation normalization statistics; {hint}")
     return ckpt
 
 

@@ -54,6 +54,7 @@ SAME_TEXT = [
     "fail",
     "human_normalized",
     "layer_init",
+    "load_checkpoint",
     "make_atari_envs",
     "minibatch_split",
     "space_dict",
